@@ -1,0 +1,269 @@
+"""The membership database: the original app's tables, the pipeline's own tables, and reads.
+
+The app's tables are mapped exactly as Prisma names them (quoted CamelCase) so the pipeline works
+unchanged on the original app's database. The pipeline never alters or drops them; what it needs
+beyond them lives in its own tables, all prefixed `recon_pipeline_`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from recon_pipeline.domain.columns import MemberCol, TeamCol
+from recon_pipeline.domain.policy import SeatTier, SubscriptionStatus
+
+metadata = sa.MetaData()
+
+# On PostgreSQL these are real enum types, named as Prisma names them; elsewhere plain text.
+subscription_status_type = sa.Enum(
+    *(s.value for s in SubscriptionStatus),
+    name="SubscriptionStatus",
+    native_enum=True,
+    create_constraint=False,
+    validate_strings=False,
+)
+seat_tier_type = sa.Enum(
+    *(t.value for t in SeatTier),
+    name="SeatTier",
+    native_enum=True,
+    create_constraint=False,
+    validate_strings=False,
+)
+# Prisma's DateTime is timestamp(3) without time zone, holding UTC.
+timestamp_type = sa.DateTime().with_variant(postgresql.TIMESTAMP(precision=3), "postgresql")
+json_type = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+team_table = sa.Table(
+    "Team",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("stripeCustomerId", sa.Text, nullable=False),
+    sa.Column("stripeSubscriptionId", sa.Text, nullable=True),
+    sa.Column(
+        "subscriptionStatus",
+        subscription_status_type,
+        nullable=False,
+        server_default=SubscriptionStatus.NONE.value,
+    ),
+    sa.PrimaryKeyConstraint("id", name="Team_pkey"),
+    sa.Index("Team_stripeCustomerId_key", "stripeCustomerId", unique=True),
+)
+
+member_table = sa.Table(
+    "Member",
+    metadata,
+    sa.Column("id", sa.Text),
+    sa.Column("discordId", sa.Text, nullable=True),
+    sa.Column("stripeCustomerId", sa.Text, nullable=True),
+    sa.Column("email", sa.Text, nullable=True),
+    sa.Column(
+        "subscriptionStatus",
+        subscription_status_type,
+        nullable=False,
+        server_default=SubscriptionStatus.NONE.value,
+    ),
+    sa.Column("seatTier", seat_tier_type, nullable=True),
+    sa.Column("introCompleted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("teamId", sa.Text, nullable=True),
+    sa.Column("isInDebtorState", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.PrimaryKeyConstraint("id", name="Member_pkey"),
+    sa.ForeignKeyConstraint(
+        ["teamId"], ["Team.id"], name="Member_teamId_fkey", ondelete="SET NULL", onupdate="CASCADE"
+    ),
+    sa.Index("Member_discordId_key", "discordId", unique=True),
+    sa.Index("Member_stripeCustomerId_key", "stripeCustomerId", unique=True),
+)
+
+reconciliation_run_table = sa.Table(
+    "ReconciliationRun",
+    metadata,
+    sa.Column("id", sa.Text),
+    sa.Column("startedAt", timestamp_type, nullable=False, server_default=sa.func.now()),
+    sa.Column("completedAt", timestamp_type, nullable=True),
+    sa.Column("membersChecked", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("teamsChecked", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("issuesFound", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("issuesFixed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("autoFixEnabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("isVerificationRun", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("triggeredBy", sa.Text, nullable=False),
+    sa.Column("issues", json_type, nullable=False),
+    sa.PrimaryKeyConstraint("id", name="ReconciliationRun_pkey"),
+    sa.Index("ReconciliationRun_startedAt_idx", "startedAt"),
+)
+
+APP_TABLES = (team_table, member_table, reconciliation_run_table)
+
+# --- The pipeline's own tables -----------------------------------------------------------------
+
+PREFIX = "recon_pipeline_"
+
+pipeline_run_table = sa.Table(
+    f"{PREFIX}run",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True, comment='= "ReconciliationRun".id'),
+    sa.Column("job_name", sa.Text, nullable=False),
+    sa.Column("partition_key", sa.Text, nullable=True),
+    sa.Column("parent_run_id", sa.Text, nullable=True, comment="the run a verification checks"),
+    sa.Column("status", sa.Text, nullable=False, comment="started | succeeded | failed"),
+    sa.Column("failure", sa.Text, nullable=True, comment="why the run failed, when it did"),
+    sa.Column("updated_at", timestamp_type, nullable=False, server_default=sa.func.now()),
+)
+
+fix_action_table = sa.Table(
+    f"{PREFIX}fix_action",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("action_key", sa.Text, primary_key=True, comment="one role change or status write"),
+    sa.Column("issue_type", sa.Text, nullable=False),
+    sa.Column("member_id", sa.Text, nullable=True),
+    sa.Column("team_id", sa.Text, nullable=True),
+    sa.Column("discord_id", sa.Text, nullable=True),
+    sa.Column("action", sa.Text, nullable=False, comment="add_role | remove_role | set_status"),
+    sa.Column("value", sa.Text, nullable=False, comment="role name or status written"),
+    sa.Column("outcome", sa.Text, nullable=False, comment="fixed | failed | skipped"),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("applied_at", timestamp_type, nullable=False, server_default=sa.func.now()),
+)
+
+PIPELINE_TABLES = (pipeline_run_table, fix_action_table)
+
+
+# --- Connecting ---------------------------------------------------------------------------------
+
+# Query parameters of Prisma connection strings that libpq does not know.
+_PRISMA_ONLY_PARAMS = frozenset(
+    {
+        "schema",
+        "connection_limit",
+        "pool_timeout",
+        "pgbouncer",
+        "socket_timeout",
+        "sslaccept",
+        "sslidentity",
+        "sslpassword",
+        "statement_cache_size",
+    }
+)
+
+
+class DatabaseUrlError(ValueError):
+    """DATABASE_URL cannot be used."""
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """A parsed DATABASE_URL: what SQLAlchemy connects to, plus the schema to search."""
+
+    url: sa.URL
+    schema: str | None = None
+
+    def create_engine(self, **kwargs: object) -> sa.Engine:
+        connect_args: dict[str, object] = {}
+        if self.schema and self.url.get_backend_name() == "postgresql":
+            connect_args["options"] = f"-csearch_path={self.schema}"
+        return sa.create_engine(self.url, connect_args=connect_args, **kwargs)
+
+
+def parse_database_url(raw: str) -> DatabaseTarget:
+    """Accept DATABASE_URL in the app's forms and SQLAlchemy's.
+
+    `postgres://` and `postgresql://` (the app's, Prisma's) use psycopg 3; Prisma's `?schema=`
+    becomes the search path; `file:path` (Prisma's SQLite form) means a SQLite file.
+    """
+    text = raw.strip()
+    if not text:
+        raise DatabaseUrlError("DATABASE_URL is empty")
+    if text.startswith("file:"):
+        return DatabaseTarget(sa.make_url(f"sqlite:///{text.removeprefix('file:')}"))
+    try:
+        url = sa.make_url(text)
+    except sa.exc.ArgumentError as exc:
+        raise DatabaseUrlError(
+            "DATABASE_URL is not a database URL; expected e.g. postgresql://user@host/db "
+            "or sqlite:///path/to/file.db"
+        ) from exc
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    backend = url.get_backend_name()
+    if backend not in ("postgresql", "sqlite"):
+        raise DatabaseUrlError(
+            f"DATABASE_URL uses {url.drivername!r}; accepted: postgresql://, postgres:// "
+            "(any SQLAlchemy postgresql+driver) or sqlite://"
+        )
+    schema = url.query.get("schema") if backend == "postgresql" else None
+    if backend == "postgresql":
+        url = url.difference_update_query(_PRISMA_ONLY_PARAMS)
+    return DatabaseTarget(url, schema if isinstance(schema, str) else None)
+
+
+# --- Schema management --------------------------------------------------------------------------
+
+
+def init_database(engine: sa.Engine) -> list[str]:
+    """Create whatever of the app's and the pipeline's tables is missing; touch nothing else.
+
+    Returns:
+        The names of the tables created, in creation order (empty when all existed).
+    """
+    with engine.begin() as conn:
+        existing = set(sa.inspect(conn).get_table_names())
+        missing = [t for t in metadata.sorted_tables if t.name not in existing]
+        metadata.create_all(conn, tables=missing, checkfirst=True)
+    return [t.name for t in missing]
+
+
+# --- Reads ------------------------------------------------------------------------------------
+
+
+def _as_text(column: sa.ColumnElement) -> sa.ColumnElement:
+    # Read enums as text so a value outside the enum (possible on SQLite) reaches the engine.
+    return sa.type_coerce(column, sa.Text)
+
+
+_MEMBER_SELECT = sa.select(
+    member_table.c.id.label(MemberCol.ID),
+    member_table.c.discordId.label(MemberCol.DISCORD_ID),
+    member_table.c.stripeCustomerId.label(MemberCol.STRIPE_CUSTOMER_ID),
+    member_table.c.email.label(MemberCol.EMAIL),
+    _as_text(member_table.c.subscriptionStatus).label(MemberCol.SUBSCRIPTION_STATUS),
+    _as_text(member_table.c.seatTier).label(MemberCol.SEAT_TIER),
+    member_table.c.introCompleted.label(MemberCol.INTRO_COMPLETED),
+    member_table.c.teamId.label(MemberCol.TEAM_ID),
+    member_table.c.isInDebtorState.label(MemberCol.IS_IN_DEBTOR_STATE),
+).order_by(member_table.c.id)
+
+_TEAM_SELECT = sa.select(
+    team_table.c.id.label(TeamCol.ID),
+    team_table.c.name.label(TeamCol.NAME),
+    team_table.c.stripeCustomerId.label(TeamCol.STRIPE_CUSTOMER_ID),
+    team_table.c.stripeSubscriptionId.label(TeamCol.STRIPE_SUBSCRIPTION_ID),
+    _as_text(team_table.c.subscriptionStatus).label(TeamCol.SUBSCRIPTION_STATUS),
+).order_by(team_table.c.id)
+
+
+def load_members(conn: sa.Connection) -> pd.DataFrame:
+    """All `"Member"` rows as a frame with `MemberCol` columns, in one query."""
+    frame = _frame(conn, _MEMBER_SELECT, MemberCol.ALL)
+    for col in (MemberCol.INTRO_COMPLETED, MemberCol.IS_IN_DEBTOR_STATE):
+        frame[col] = frame[col].fillna(False).astype(bool)
+    return frame
+
+
+def load_teams(conn: sa.Connection) -> pd.DataFrame:
+    """All `"Team"` rows as a frame with `TeamCol` columns, in one query."""
+    return _frame(conn, _TEAM_SELECT, TeamCol.ALL)
+
+
+def _frame(conn: sa.Connection, stmt: sa.Select, columns: tuple[str, ...]) -> pd.DataFrame:
+    rows = conn.execute(stmt).all()
+    frame = pd.DataFrame.from_records(rows, columns=list(columns))
+    text_columns = [
+        c for c in columns if c not in (MemberCol.INTRO_COMPLETED, MemberCol.IS_IN_DEBTOR_STATE)
+    ]
+    return frame.astype({c: "str" for c in text_columns})

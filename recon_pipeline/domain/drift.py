@@ -1,0 +1,537 @@
+"""The drift engine: snapshots of Stripe, the membership database and Discord → drift issue table.
+
+Pure functions over pandas frames (SPEC §3–§4). Managed roles are handled as bit masks (one bit per
+managed role) so that "expected vs actual role set" is integer arithmetic over whole columns; no
+Python loop runs per member.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recon_pipeline.domain.columns import (
+    GuildMemberRoleCol,
+    IssueCol,
+    MemberCol,
+    SubscriptionCol,
+    TeamCol,
+    require_columns,
+)
+from recon_pipeline.domain.policy import (
+    DATABASE_GRANTING_STATUSES,
+    STRIPE_TO_DATABASE_STATUS,
+    AccessPolicy,
+    DriftType,
+    SeatTier,
+    Severity,
+    SubscriptionStatus,
+    resolve_managed_role_ids,
+)
+
+# Bit of each managed role, in ManagedRoles.names() order: squire, knight, lord, debtor.
+SQUIRE, KNIGHT, LORD, DEBTOR = 1, 2, 4, 8
+_BITS = (SQUIRE, KNIGHT, LORD, DEBTOR)
+_TYPE_ORDER = list(DriftType)
+_NO_KEY = -1  # code of a missing or unusable key; indexes the sentinel slot of lookup arrays
+
+
+def find_drift_issues(
+    members: pd.DataFrame,
+    teams: pd.DataFrame,
+    subscriptions: pd.DataFrame,
+    guild_member_roles: pd.DataFrame,
+    guild_roles: pd.DataFrame,
+    policy: AccessPolicy,
+) -> pd.DataFrame:
+    """Compute the drift issue table (SPEC §4) from the three systems' snapshots.
+
+    Args:
+        members: `"Member"` rows (`MemberCol`).
+        teams: `"Team"` rows (`TeamCol`).
+        subscriptions: every Stripe subscription, any status (`SubscriptionCol`).
+        guild_member_roles: guild accounts and the role ids they hold (`GuildMemberRoleCol`).
+        guild_roles: all of the guild's roles, id and name (`GuildRoleCol`).
+        policy: managed role names, access-granting statuses and exempt Discord ids.
+
+    Returns:
+        One row per issue with the columns of `IssueCol`, ordered by type (as listed in
+        `DriftType`), then member id, team id and Discord id.
+
+    Raises:
+        RoleResolutionError: a managed role is missing from the guild or ambiguous.
+        MissingColumnsError: a frame lacks a column the engine needs.
+    """
+    require_columns(members, MemberCol.ALL, "members")
+    require_columns(teams, TeamCol.ALL, "teams")
+    require_columns(subscriptions, SubscriptionCol.ALL, "Stripe subscriptions")
+    require_columns(guild_member_roles, GuildMemberRoleCol.ALL, "guild member roles")
+    managed_role_ids = resolve_managed_role_ids(guild_roles, policy.roles)
+    teams = teams.drop_duplicates(TeamCol.ID).reset_index(drop=True)
+    members = members.reset_index(drop=True)
+
+    # Join keys become integer codes once; every join below is numpy indexing.
+    sub_cust, member_cust, team_cust = _shared_codes(
+        subscriptions[SubscriptionCol.CUSTOMER_ID],
+        members[MemberCol.STRIPE_CUSTOMER_ID],
+        teams[TeamCol.STRIPE_CUSTOMER_ID],
+    )
+    customers = _summarize_customers(
+        subscriptions,
+        sub_cust,
+        _code_count(sub_cust, member_cust, team_cust),
+        policy.granting_statuses,
+    )
+    member_team_code, team_code = _shared_codes(members[MemberCol.TEAM_ID], teams[TeamCol.ID])
+    team_row = np.full(_code_count(member_team_code, team_code) + 1, _NO_KEY)
+    named = team_code >= 0
+    team_row[team_code[named]] = np.flatnonzero(named)
+    member_team_row = team_row[member_team_code]
+    member_billing = np.where(
+        member_team_row >= 0, _append_sentinel(team_cust)[member_team_row], member_cust
+    )
+    guild = _GuildIndex.build(members, guild_member_roles, managed_role_ids, policy)
+
+    return _finish(
+        [
+            _access_issues(members, teams, member_team_row, member_billing, customers, guild),
+            _orphan_issues(guild_member_roles, guild),
+            _stale_team_issues(teams, team_cust, customers),
+            _stale_member_issues(members, member_team_row, member_cust, customers),
+        ],
+        subscriptions,
+        policy,
+    )
+
+
+class _Customers:
+    """Per customer code: entitled, and the row of the subscription whose status is reported."""
+
+    def __init__(self, entitled: np.ndarray, reported_row: np.ndarray) -> None:
+        # Both arrays end in a sentinel slot, so code -1 (no customer) reads "not entitled".
+        self.entitled = entitled
+        self.reported_row = reported_row
+
+
+def _summarize_customers(
+    subscriptions: pd.DataFrame,
+    codes: np.ndarray,
+    n_codes: int,
+    granting_statuses: frozenset[str],
+) -> _Customers:
+    """Entitlement and reported subscription per customer (SPEC §3).
+
+    The reported subscription is the newest granting one, else the newest one; newest means the
+    latest `created`, ties broken by the larger subscription id.
+    """
+    grants = subscriptions[SubscriptionCol.STATUS].isin(list(granting_statuses)).to_numpy()
+    has_customer = codes >= 0
+    entitled = np.zeros(n_codes + 1, dtype=bool)
+    entitled[codes[grants & has_customer]] = True
+
+    created = pd.to_numeric(subscriptions[SubscriptionCol.CREATED], errors="coerce")
+    created = created.fillna(0).clip(lower=0, upper=2**33 - 1).to_numpy(dtype="int64")
+    rank = (grants.astype("int64") << 33) | created
+    best = np.full(n_codes + 1, -1, dtype="int64")
+    np.maximum.at(best, codes[has_customer], rank[has_customer])
+    candidates = np.flatnonzero(has_customer & (rank == best[codes]))
+    per_customer = np.bincount(codes[candidates], minlength=n_codes)
+    tied = per_customer[codes[candidates]] > 1
+    reported_row = np.full(n_codes + 1, _NO_KEY, dtype="int64")
+    reported_row[codes[candidates[~tied]]] = candidates[~tied]
+    if tied.any():  # rare: equal `created` within one customer; settle by subscription id
+        rows = candidates[tied]
+        ties = pd.DataFrame(
+            {
+                "code": codes[rows],
+                "id": subscriptions[SubscriptionCol.ID].iloc[rows].astype("str").to_numpy(),
+                "row": rows,
+            }
+        ).sort_values(["code", "id"])
+        last = ties.drop_duplicates("code", keep="last")
+        reported_row[last["code"].to_numpy()] = last["row"].to_numpy()
+    return _Customers(entitled, reported_row)
+
+
+class _GuildIndex:
+    """The guild snapshot keyed by Discord-id code, each array with a trailing sentinel slot."""
+
+    def __init__(self, **arrays: np.ndarray) -> None:
+        self.member_code: np.ndarray = arrays["member_code"]
+        self.guild_code: np.ndarray = arrays["guild_code"]
+        self.held: np.ndarray = arrays["held"]
+        self.in_guild: np.ndarray = arrays["in_guild"]
+        self.is_bot: np.ndarray = arrays["is_bot"]
+        self.claimed: np.ndarray = arrays["claimed"]
+        self.exempt: np.ndarray = arrays["exempt"]
+
+    @classmethod
+    def build(
+        cls,
+        members: pd.DataFrame,
+        guild_member_roles: pd.DataFrame,
+        managed_role_ids: dict[str, str],
+        policy: AccessPolicy,
+    ) -> _GuildIndex:
+        member_code, guild_code, exempt_code = _snowflake_codes(
+            members[MemberCol.DISCORD_ID],
+            guild_member_roles[GuildMemberRoleCol.DISCORD_ID],
+            pd.Series(sorted(policy.exempt_discord_ids), dtype="str"),
+        )
+        size = _code_count(member_code, guild_code, exempt_code) + 1
+        bit_of_name = dict(zip(policy.roles.names(), _BITS, strict=True))
+        role_keys = _snowflakes(guild_member_roles[GuildMemberRoleCol.ROLE_ID])
+        bits = np.zeros(len(role_keys), dtype="int64")
+        for role_id, name in managed_role_ids.items():
+            bits[role_keys == _snowflakes(pd.Series([role_id], dtype="str"))[0]] = bit_of_name[name]
+
+        in_guild_rows = guild_code >= 0
+        held = np.zeros(size, dtype="int64")
+        np.bitwise_or.at(held, guild_code[in_guild_rows], bits[in_guild_rows])
+        in_guild = np.zeros(size, dtype=bool)
+        in_guild[guild_code[in_guild_rows]] = True
+        is_bot = np.zeros(size, dtype=bool)
+        bot_rows = (
+            in_guild_rows
+            & guild_member_roles[GuildMemberRoleCol.IS_BOT].fillna(False).astype(bool).to_numpy()
+        )
+        is_bot[guild_code[bot_rows]] = True
+        claimed = np.zeros(size, dtype=bool)
+        claimed[member_code[member_code >= 0]] = True
+        exempt = np.zeros(size, dtype=bool)
+        exempt[exempt_code[exempt_code >= 0]] = True
+        return cls(
+            member_code=member_code,
+            guild_code=guild_code,
+            held=held,
+            in_guild=in_guild,
+            is_bot=is_bot,
+            claimed=claimed,
+            exempt=exempt,
+        )
+
+
+def _access_issues(
+    members: pd.DataFrame,
+    teams: pd.DataFrame,
+    member_team_row: np.ndarray,
+    member_billing: np.ndarray,
+    customers: _Customers,
+    guild: _GuildIndex,
+) -> pd.DataFrame:
+    """MISSING_ACCESS, UNAUTHORIZED_ACCESS, ROLE_MISMATCH, DEBTOR_MISMATCH and NOT_IN_GUILD."""
+    linked = members[MemberCol.DISCORD_ID].notna().to_numpy()
+    entitled = customers.entitled[member_billing]
+    debtor = _flag(members[MemberCol.IS_IN_DEBTOR_STATE])
+    intro = _flag(members[MemberCol.INTRO_COMPLETED])
+    lord_tier = members[MemberCol.SEAT_TIER].isin([SeatTier.OWNER, SeatTier.INDIVIDUAL]).to_numpy()
+    expected = np.select(
+        [debtor, ~entitled, ~intro, lord_tier], [DEBTOR, 0, SQUIRE, LORD], default=KNIGHT
+    )
+    in_guild = guild.in_guild[guild.member_code]
+    actual = guild.held[guild.member_code]
+    member_role = (expected != 0) & (expected != DEBTOR)
+
+    kinds = np.select(
+        [
+            ~linked,
+            (expected != 0) & ~in_guild,
+            in_guild & member_role & (actual == 0),
+            in_guild & (expected == 0) & (actual != 0),
+            in_guild & member_role & (actual != 0) & (actual != expected),
+            in_guild & (expected == DEBTOR) & (actual != DEBTOR),
+        ],
+        [
+            "",
+            DriftType.NOT_IN_GUILD,
+            DriftType.MISSING_ACCESS,
+            DriftType.UNAUTHORIZED_ACCESS,
+            DriftType.ROLE_MISMATCH,
+            DriftType.DEBTOR_MISMATCH,
+        ],
+        default="",
+    )
+    rows = np.flatnonzero(kinds != "")
+    kinds, actual, expected = kinds[rows], actual[rows], expected[rows]
+    fixable = kinds != DriftType.NOT_IN_GUILD
+    team_row = member_team_row[rows]
+    in_team = team_row >= 0
+    picked = members.iloc[rows]
+    team_status = _take(teams[TeamCol.SUBSCRIPTION_STATUS], team_row)
+    return pd.DataFrame(
+        {
+            IssueCol.TYPE: kinds,
+            IssueCol.SEVERITY: np.select(
+                [
+                    kinds == DriftType.NOT_IN_GUILD,
+                    (kinds == DriftType.UNAUTHORIZED_ACCESS) & (actual == DEBTOR),
+                    (kinds == DriftType.ROLE_MISMATCH) | (kinds == DriftType.DEBTOR_MISMATCH),
+                ],
+                [Severity.LOW, Severity.LOW, Severity.MEDIUM],
+                default=Severity.HIGH,
+            ),
+            IssueCol.MEMBER_ID: picked[MemberCol.ID].to_numpy(),
+            IssueCol.DISCORD_ID: picked[MemberCol.DISCORD_ID].to_numpy(),
+            IssueCol.TEAM_ID: _take(teams[TeamCol.ID], team_row),
+            IssueCol.TEAM_NAME: _take(teams[TeamCol.NAME], team_row),
+            "reported_row": customers.reported_row[member_billing[rows]],
+            # The status column that governs the member: the team's when in a team.
+            IssueCol.DATABASE_STATUS: np.where(
+                in_team, team_status, picked[MemberCol.SUBSCRIPTION_STATUS].to_numpy()
+            ),
+            "actual": actual,
+            "expected": expected,
+            "add": np.where(fixable, expected & ~actual, 0),
+            "remove": np.where(fixable, actual & ~expected, 0),
+        }
+    )
+
+
+def _orphan_issues(guild_member_roles: pd.DataFrame, guild: _GuildIndex) -> pd.DataFrame:
+    """ORPHANED_ACCESS: guild accounts holding managed roles that no member record claims."""
+    orphan = (guild.held != 0) & ~guild.claimed & ~guild.is_bot & ~guild.exempt
+    codes = guild.guild_code
+    first_row_of_account = ~pd.Series(codes).duplicated().to_numpy()
+    rows = np.flatnonzero(orphan[codes] & first_row_of_account)
+    held = guild.held[codes[rows]]
+    return pd.DataFrame(
+        {
+            IssueCol.TYPE: DriftType.ORPHANED_ACCESS.value,
+            IssueCol.SEVERITY: Severity.HIGH.value,
+            IssueCol.DISCORD_ID: guild_member_roles[GuildMemberRoleCol.DISCORD_ID]
+            .iloc[rows]
+            .to_numpy(),
+            "actual": held,
+            "expected": 0,
+            "add": 0,
+            "remove": held,
+        }
+    )
+
+
+def _stale_team_issues(
+    teams: pd.DataFrame, team_cust: np.ndarray, customers: _Customers
+) -> pd.DataFrame:
+    """STALE_DATABASE_STATUS for each team's own cached status."""
+    entitled = customers.entitled[team_cust]
+    db_grants = teams[TeamCol.SUBSCRIPTION_STATUS].isin(list(DATABASE_GRANTING_STATUSES))
+    rows = np.flatnonzero(db_grants.to_numpy() != entitled)
+    picked = teams.iloc[rows]
+    return pd.DataFrame(
+        {
+            IssueCol.TYPE: DriftType.STALE_DATABASE_STATUS.value,
+            IssueCol.SEVERITY: Severity.LOW.value,
+            IssueCol.TEAM_ID: picked[TeamCol.ID].to_numpy(),
+            IssueCol.TEAM_NAME: picked[TeamCol.NAME].to_numpy(),
+            IssueCol.DATABASE_STATUS: picked[TeamCol.SUBSCRIPTION_STATUS].to_numpy(),
+            "reported_row": customers.reported_row[team_cust[rows]],
+            "stale_subject": "team",
+        }
+    )
+
+
+def _stale_member_issues(
+    members: pd.DataFrame,
+    member_team_row: np.ndarray,
+    member_cust: np.ndarray,
+    customers: _Customers,
+) -> pd.DataFrame:
+    """STALE_DATABASE_STATUS for members outside an existing team, linked or not."""
+    entitled = customers.entitled[member_cust]
+    db_grants = members[MemberCol.SUBSCRIPTION_STATUS].isin(list(DATABASE_GRANTING_STATUSES))
+    rows = np.flatnonzero((member_team_row < 0) & (db_grants.to_numpy() != entitled))
+    picked = members.iloc[rows]
+    return pd.DataFrame(
+        {
+            IssueCol.TYPE: DriftType.STALE_DATABASE_STATUS.value,
+            IssueCol.SEVERITY: Severity.LOW.value,
+            IssueCol.MEMBER_ID: picked[MemberCol.ID].to_numpy(),
+            IssueCol.DISCORD_ID: picked[MemberCol.DISCORD_ID].to_numpy(),
+            IssueCol.DATABASE_STATUS: picked[MemberCol.SUBSCRIPTION_STATUS].to_numpy(),
+            "reported_row": customers.reported_row[member_cust[rows]],
+            "stale_subject": "member",
+        }
+    )
+
+
+def _flag(column: pd.Series) -> np.ndarray:
+    return column.fillna(False).astype(bool).to_numpy()
+
+
+def _take(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """`column[rows]` with row -1 giving a missing value."""
+    values = column.to_numpy(dtype=object, na_value=None)
+    return np.append(values, None)[rows]
+
+
+def _code_count(*codes: np.ndarray) -> int:
+    return max(c.max(initial=_NO_KEY) for c in codes) + 1
+
+
+def _append_sentinel(codes: np.ndarray) -> np.ndarray:
+    return np.append(codes, _NO_KEY)
+
+
+def _arrow_strings(column: pd.Series) -> pa.Array | pa.ChunkedArray:
+    if column.dtype != "str":
+        column = column.astype("str")
+    return pa.array(column.array)
+
+
+def _shared_codes(*columns: pd.Series) -> list[np.ndarray]:
+    """Integer codes for string keys, equal across columns for equal strings; -1 when missing.
+
+    One dictionary encoding for all columns, so the joins that follow are numpy indexing.
+    """
+    chunks = pa.chunked_array([_arrow_strings(c) for c in columns], type=pa.large_string())
+    return _split_codes(chunks.dictionary_encode(), columns)
+
+
+def _snowflakes(column: pd.Series) -> np.ndarray:
+    """Discord ids as unsigned integers (Discord compares them as integers); 0 when unusable."""
+    strings = _arrow_strings(column)
+    try:
+        numbers = pc.cast(strings, pa.uint64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        usable = pc.match_substring_regex(strings, r"^[0-9]{1,19}$")
+        numbers = pc.cast(pc.if_else(usable, strings, "0"), pa.uint64())
+    return pc.fill_null(numbers, 0).to_numpy(zero_copy_only=False).astype("uint64")
+
+
+def _snowflake_codes(*columns: pd.Series) -> list[np.ndarray]:
+    """Like `_shared_codes`, keyed by a Discord id's integer value; -1 when missing or unusable."""
+    keys = [_snowflakes(c) for c in columns]
+    encoded = pa.chunked_array(
+        [pa.array(k, mask=k == 0) for k in keys], type=pa.uint64()
+    ).dictionary_encode()
+    return _split_codes(encoded, columns)
+
+
+def _split_codes(encoded: pa.ChunkedArray, columns: tuple[pd.Series, ...]) -> list[np.ndarray]:
+    indices = pa.chunked_array([chunk.indices for chunk in encoded.chunks], type=pa.int32())
+    codes = pc.fill_null(indices, _NO_KEY).to_numpy().astype("int64")
+    bounds = np.cumsum([0, *(len(c) for c in columns)])
+    return [codes[start:end] for start, end in itertools.pairwise(bounds)]
+
+
+def _finish(
+    parts: list[pd.DataFrame], subscriptions: pd.DataFrame, policy: AccessPolicy
+) -> pd.DataFrame:
+    """Concatenate the parts, fill in statuses, role names and descriptions, order the rows."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return empty_issue_table()
+    issues = pd.concat(parts, ignore_index=True)
+    for col in ("actual", "expected", "add", "remove", "reported_row"):
+        default = _NO_KEY if col == "reported_row" else 0
+        issues[col] = issues[col].fillna(default).astype("int64") if col in issues else default
+    if "stale_subject" not in issues:
+        issues["stale_subject"] = None
+    stripe = pd.Series(
+        _take(subscriptions[SubscriptionCol.STATUS], issues["reported_row"].to_numpy()),
+        dtype="str",
+    )
+    issues[IssueCol.STRIPE_STATUS] = stripe
+    names = _mask_names(policy)
+    issues[IssueCol.DISCORD_ROLES] = issues["actual"].map(names)
+    issues[IssueCol.ROLES_TO_ADD] = issues["add"].map(names)
+    issues[IssueCol.ROLES_TO_REMOVE] = issues["remove"].map(names)
+    single = dict(zip(_BITS, policy.roles.names(), strict=True))
+    issues[IssueCol.EXPECTED_ROLE] = issues["expected"].map(single)
+    fix = np.where(
+        stripe.isna(),
+        SubscriptionStatus.NONE.value,
+        stripe.map(STRIPE_TO_DATABASE_STATUS).fillna(SubscriptionStatus.CANCELLED.value),
+    )
+    stale = (issues[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS).to_numpy()
+    issues[IssueCol.STATUS_FIX] = np.where(stale, fix, None)
+    issues[IssueCol.DESCRIPTION] = _describe(issues, names)
+
+    ordered = issues.reindex(columns=IssueCol.ALL)
+    for col in IssueCol.ALL:
+        if col not in _TUPLE_COLUMNS:
+            ordered[col] = ordered[col].astype("str")
+    type_rank = pd.Categorical(ordered[IssueCol.TYPE], categories=_TYPE_ORDER).codes
+    ordered.insert(0, "_type_rank", type_rank)
+    ordered = ordered.sort_values(
+        ["_type_rank", IssueCol.MEMBER_ID, IssueCol.TEAM_ID, IssueCol.DISCORD_ID],
+        na_position="first",
+        kind="stable",
+    )
+    return ordered.drop(columns="_type_rank").reset_index(drop=True)
+
+
+_TUPLE_COLUMNS = (IssueCol.DISCORD_ROLES, IssueCol.ROLES_TO_ADD, IssueCol.ROLES_TO_REMOVE)
+
+
+def _mask_names(policy: AccessPolicy) -> dict[int, tuple[str, ...]]:
+    """Every possible role bit mask → its role names, sorted."""
+    pairs = list(zip(_BITS, policy.roles.names(), strict=True))
+    return {mask: tuple(sorted(name for bit, name in pairs if mask & bit)) for mask in range(16)}
+
+
+def _describe(issues: pd.DataFrame, names: dict[int, tuple[str, ...]]) -> pd.Series:
+    """Plain-words descriptions: what was expected and what was found."""
+    text_of = {
+        mask: ", ".join(roles) if roles else "no managed role" for mask, roles in names.items()
+    }
+    held = issues["actual"].map(text_of)
+    expected = issues[IssueCol.EXPECTED_ROLE].fillna("")
+    stripe = issues[IssueCol.STRIPE_STATUS]
+    team = issues[IssueCol.TEAM_NAME]
+    billing = ("Stripe " + stripe.fillna("")).where(stripe.notna(), "no Stripe subscription")
+    billing = billing + (" (team " + team.fillna("") + ")").where(team.notna(), "")
+    database = issues[IssueCol.DATABASE_STATUS].fillna("no status")
+    stripe_says = ("Stripe says " + stripe.fillna("")).where(
+        stripe.notna(), "Stripe has no subscription"
+    )
+    team_row = issues["stale_subject"] == "team"
+    subject = ("team " + team.fillna("")).where(team_row, "member")
+    kind = issues[IssueCol.TYPE]
+    debtor = "Member is in debtor state: "
+    return pd.Series(
+        np.select(
+            [
+                kind == DriftType.MISSING_ACCESS,
+                kind == DriftType.UNAUTHORIZED_ACCESS,
+                kind == DriftType.ROLE_MISMATCH,
+                kind == DriftType.DEBTOR_MISMATCH,
+                kind == DriftType.ORPHANED_ACCESS,
+                (kind == DriftType.NOT_IN_GUILD) & (issues["expected"] == DEBTOR),
+                kind == DriftType.NOT_IN_GUILD,
+            ],
+            [
+                billing + " but Discord has no member role (expected " + expected + ")",
+                billing + " but Discord has " + held + " (expected no managed role)",
+                billing + ": expected " + expected + " but Discord has " + held,
+                debtor + "expected Debtor only but Discord has " + held,
+                "Discord account holds " + held + " but no member record has this Discord id",
+                debtor + "expected Debtor but the Discord account is not in the server",
+                billing
+                + ": expected "
+                + expected
+                + " but the Discord account is not in the server",
+            ],
+            default="Database has "
+            + subject
+            + " as "
+            + database
+            + " but "
+            + stripe_says
+            + " (should be "
+            + issues[IssueCol.STATUS_FIX].fillna("")
+            + ")",
+        ),
+        index=issues.index,
+    )
+
+
+def empty_issue_table() -> pd.DataFrame:
+    """The drift issue table with no rows."""
+    return pd.DataFrame(
+        {col: pd.Series(dtype="object" if col in _TUPLE_COLUMNS else "str") for col in IssueCol.ALL}
+    )

@@ -1,0 +1,318 @@
+"""Validated settings from the environment (SPEC §8).
+
+One `Settings` object holds every variable. `load_settings()` turns pydantic's errors into one
+`SettingsError` whose lines name each bad variable, its value (never a secret's) and what is
+accepted, so a bad deployment fails at load with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from recon_pipeline.domain.policy import (
+    DEFAULT_GRANTING_STATUSES,
+    STRIPE_SUBSCRIPTION_STATUSES,
+    AccessPolicy,
+    ManagedRoles,
+)
+
+DEFAULT_DATA_DIR = Path("data")
+DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_DATA_DIR / 'recon_pipeline.sqlite3'}"
+
+_SNOWFLAKE = re.compile(r"[1-9][0-9]{0,19}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _strict_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise ValueError("must be true or false")
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("is not a known IANA time zone") from exc
+    return value
+
+
+def _snowflake(value: str | None) -> str | None:
+    if value is not None and not _SNOWFLAKE.fullmatch(value.strip()):
+        raise ValueError("must be a Discord id (digits only)")
+    return value.strip() if value else value
+
+
+def _http_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value.strip()):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.strip().rstrip("/")
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+StrictBool = Annotated[bool, BeforeValidator(_strict_bool)]
+OptionalText = Annotated[str | None, BeforeValidator(_blank_is_none)]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_blank_is_none)]
+Snowflake = Annotated[str | None, BeforeValidator(_blank_is_none), AfterValidator(_snowflake)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def _setting(default: Any, accepted: str, description: str) -> Any:
+    return Field(default=default, description=description, json_schema_extra={"accepted": accepted})
+
+
+class Settings(BaseModel):
+    """Every environment variable the pipeline reads, validated.
+
+    Field names are the variable names; `load_settings` picks them out of the environment.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    DATABASE_URL: str = _setting(
+        DEFAULT_DATABASE_URL,
+        "postgresql://…, postgres://…, sqlite:///path or any SQLAlchemy URL of those",
+        "Membership database; defaults to a SQLite file under ./data",
+    )
+    STRIPE_SECRET_KEY: OptionalSecret = _setting(None, "a Stripe secret key", "Stripe API key")
+    STRIPE_API_BASE: HttpUrl = _setting(
+        "https://api.stripe.com",
+        "an http(s) URL without /v1, e.g. https://api.stripe.com",
+        "Stripe API base (the sandbox emulator's address in the demo)",
+    )
+    DISCORD_BOT_TOKEN: OptionalSecret = _setting(None, "a Discord bot token", "Bot token")
+    DISCORD_GUILD_ID: Snowflake = _setting(None, "a Discord id (digits)", "The community's server")
+    DISCORD_API_BASE: HttpUrl = _setting(
+        "https://discord.com/api/v10",
+        "an http(s) URL including the version path, e.g. https://discord.com/api/v10",
+        "Discord API base",
+    )
+    DISCORD_ADMIN_CHANNEL_ID: Snowflake = _setting(
+        None, "a Discord channel id (digits) or empty", "Channel for admin notices"
+    )
+    ADMIN_EMAIL: OptionalText = _setting(None, "an email address or empty", "Admin notice address")
+    EMAIL_PROVIDER: Literal["console", "smtp"] = _setting(
+        "console", "console or smtp", "How admin email is sent"
+    )
+    EMAIL_FROM_ADDRESS: OptionalText = _setting(
+        None, "an email address or empty", "Sender of admin email"
+    )
+    SMTP_HOST: OptionalText = _setting(None, "a host name", "SMTP server (EMAIL_PROVIDER=smtp)")
+    SMTP_PORT: int = _setting(587, "a port number from 1 to 65535", "SMTP port")
+    SMTP_USERNAME: OptionalText = _setting(None, "a user name or empty", "SMTP login")
+    SMTP_PASSWORD: OptionalSecret = _setting(None, "a password or empty", "SMTP password")
+    SMTP_STARTTLS: StrictBool = _setting(True, "true or false", "Upgrade SMTP with STARTTLS")
+    RECONCILIATION_AUTO_FIX: StrictBool = _setting(
+        False, "true or false", "Apply fixes (otherwise dry run)"
+    )
+    RECONCILIATION_PAUSED: StrictBool = _setting(
+        False, "true or false", "Skip scheduled runs, with a visible reason"
+    )
+    RECONCILIATION_TIMEZONE: Annotated[str, AfterValidator(_timezone)] = _setting(
+        "America/New_York", "an IANA time zone name, e.g. America/New_York", "Schedule time zone"
+    )
+    RECONCILIATION_HOUR: int = _setting(3, "a whole hour from 0 to 23", "Hour of the daily run")
+    RECONCILIATION_VERIFY_DELAY_MINUTES: float = _setting(
+        60.0, "a number of minutes ≥ 0 (fractions allowed)", "Delay before verifying fixes"
+    )
+    RECONCILIATION_GUARD_FLOOR: int = _setting(
+        5, "a whole number ≥ 0", "Planned removals always allowed before the guard can trip"
+    )
+    RECONCILIATION_GUARD_FRACTION: float = _setting(
+        0.25, "a number from 0 to 1", "Share of role holders whose removal trips the guard"
+    )
+    RECONCILIATION_EXEMPT_DISCORD_IDS: Annotated[list[str], BeforeValidator(_csv)] = _setting(
+        [], "comma-separated Discord ids", "Accounts never reported as orphaned"
+    )
+    RECONCILIATION_GRANTING_STATUSES: Annotated[list[str], BeforeValidator(_csv)] = _setting(
+        sorted(DEFAULT_GRANTING_STATUSES),
+        f"comma-separated Stripe statuses from: {', '.join(sorted(STRIPE_SUBSCRIPTION_STATUSES))}",
+        "Stripe subscription statuses that grant access",
+    )
+    DISCORD_ROLE_SQUIRE: str = _setting("Squire", "a role name", "Role before the intro is done")
+    DISCORD_ROLE_KNIGHT: str = _setting("Knight", "a role name", "Role of team seats")
+    DISCORD_ROLE_LORD: str = _setting("Lord", "a role name", "Role of owners and individuals")
+    DISCORD_ROLE_DEBTOR: str = _setting("Debtor", "a role name", "Role of members in debt")
+    DAGSTER_WEBSERVER_URL: Annotated[str | None, BeforeValidator(_blank_is_none)] = _setting(
+        None, "an http(s) URL or empty", "Dagster UI address, for links in notices"
+    )
+
+    @field_validator("RECONCILIATION_HOUR")
+    @classmethod
+    def _hour(cls, value: int) -> int:
+        if not 0 <= value <= 23:
+            raise ValueError("must be from 0 to 23")
+        return value
+
+    @field_validator("SMTP_PORT")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError("must be from 1 to 65535")
+        return value
+
+    @field_validator("RECONCILIATION_VERIFY_DELAY_MINUTES")
+    @classmethod
+    def _delay(cls, value: float) -> float:
+        if not 0 <= value < float("inf"):
+            raise ValueError("must be a finite number of minutes, 0 or more")
+        return value
+
+    @field_validator("RECONCILIATION_GUARD_FLOOR")
+    @classmethod
+    def _floor(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+
+    @field_validator("RECONCILIATION_GUARD_FRACTION")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError("must be from 0 to 1")
+        return value
+
+    @field_validator("RECONCILIATION_EXEMPT_DISCORD_IDS")
+    @classmethod
+    def _exempt(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _SNOWFLAKE.fullmatch(v)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} is not a Discord id (digits only)")
+        return value
+
+    @field_validator("RECONCILIATION_GRANTING_STATUSES")
+    @classmethod
+    def _granting(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in STRIPE_SUBSCRIPTION_STATUSES]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)} is not a Stripe subscription status")
+        if not value:
+            raise ValueError("must name at least one status")
+        return value
+
+    @field_validator("ADMIN_EMAIL", "EMAIL_FROM_ADDRESS")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.fullmatch(value.strip()):
+            raise ValueError("is not an email address")
+        return value.strip() if value else value
+
+    @field_validator("STRIPE_API_BASE")
+    @classmethod
+    def _stripe_base(cls, value: str) -> str:
+        if value.endswith("/v1"):
+            raise ValueError("must not end in /v1 (the SDK adds it)")
+        return value
+
+    @field_validator("DAGSTER_WEBSERVER_URL")
+    @classmethod
+    def _webserver(cls, value: str | None) -> str | None:
+        return _http_url(value) if value is not None else None
+
+    @field_validator(
+        "DISCORD_ROLE_SQUIRE", "DISCORD_ROLE_KNIGHT", "DISCORD_ROLE_LORD", "DISCORD_ROLE_DEBTOR"
+    )
+    @classmethod
+    def _role_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [
+            self.DISCORD_ROLE_SQUIRE,
+            self.DISCORD_ROLE_KNIGHT,
+            self.DISCORD_ROLE_LORD,
+            self.DISCORD_ROLE_DEBTOR,
+        ]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                "DISCORD_ROLE_SQUIRE, DISCORD_ROLE_KNIGHT, DISCORD_ROLE_LORD and "
+                f"DISCORD_ROLE_DEBTOR must be four different names, got {', '.join(names)}"
+            )
+        if self.EMAIL_PROVIDER == "smtp" and not self.SMTP_HOST:
+            raise ValueError("EMAIL_PROVIDER=smtp needs SMTP_HOST")
+        return self
+
+    def access_policy(self) -> AccessPolicy:
+        """The engine's view of these settings."""
+        return AccessPolicy(
+            roles=ManagedRoles(
+                squire=self.DISCORD_ROLE_SQUIRE,
+                knight=self.DISCORD_ROLE_KNIGHT,
+                lord=self.DISCORD_ROLE_LORD,
+                debtor=self.DISCORD_ROLE_DEBTOR,
+            ),
+            granting_statuses=frozenset(self.RECONCILIATION_GRANTING_STATUSES),
+            exempt_discord_ids=frozenset(self.RECONCILIATION_EXEMPT_DISCORD_IDS),
+        )
+
+
+SECRET_VARIABLES = frozenset(
+    name for name, field in Settings.model_fields.items() if "Secret" in repr(field.annotation)
+)
+
+
+class SettingsError(ValueError):
+    """One or more environment variables hold values the pipeline cannot accept."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings from `environ` (default: the process environment).
+
+    Raises:
+        SettingsError: naming every bad variable, its value and what is accepted.
+    """
+    env = dict(os.environ if environ is None else environ)
+    known = {name: env[name] for name in Settings.model_fields if name in env}
+    try:
+        return Settings.model_validate(known)
+    except ValidationError as exc:
+        raise SettingsError([_explain(error, known) for error in exc.errors()]) from None
+
+
+def _explain(error: Any, values: Mapping[str, str]) -> str:
+    location = error.get("loc") or ()
+    reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if not location:
+        return reason
+    name = str(location[0])
+    field = Settings.model_fields.get(name)
+    accepted = (field.json_schema_extra or {}).get("accepted") if field else None
+    shown = "(hidden)" if name in SECRET_VARIABLES else repr(values.get(name))
+    message = f"{name}={shown}: {reason}"
+    return f"{message}; accepted: {accepted}" if accepted else message
