@@ -187,7 +187,9 @@ class _GuildIndex:
         role_keys = _snowflakes(guild_member_roles[GuildMemberRoleCol.ROLE_ID])
         bits = np.zeros(len(role_keys), dtype="int64")
         for role_id, name in managed_role_ids.items():
-            bits[role_keys == _snowflakes(pd.Series([role_id], dtype="str"))[0]] = bit_of_name[name]
+            key = _snowflakes(pd.Series([role_id], dtype="str"))[0]
+            if key:  # an unusable role id must not match the rows that hold no role
+                bits[role_keys == key] = bit_of_name[name]
 
         in_guild_rows = guild_code >= 0
         held = np.zeros(size, dtype="int64")
@@ -392,13 +394,14 @@ def _shared_codes(*columns: pd.Series) -> list[np.ndarray]:
 
 
 def _snowflakes(column: pd.Series) -> np.ndarray:
-    """Discord ids as unsigned integers (Discord compares them as integers); 0 when unusable."""
+    """Discord ids as unsigned integers, since Discord compares them as integers.
+
+    An id that is not 1-19 ASCII digits, or is zero, cannot be a Discord account: it becomes 0,
+    which matches nothing.
+    """
     strings = _arrow_strings(column)
-    try:
-        numbers = pc.cast(strings, pa.uint64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        usable = pc.match_substring_regex(strings, r"^[0-9]{1,19}$")
-        numbers = pc.cast(pc.if_else(usable, strings, "0"), pa.uint64())
+    usable = pc.and_(pc.ascii_is_decimal(strings), pc.less_equal(pc.utf8_length(strings), 19))
+    numbers = pc.cast(pc.if_else(usable, strings, "0"), pa.uint64())
     return pc.fill_null(numbers, 0).to_numpy(zero_copy_only=False).astype("uint64")
 
 
@@ -429,8 +432,9 @@ def _finish(
     for col in ("actual", "expected", "add", "remove", "reported_row"):
         default = _NO_KEY if col == "reported_row" else 0
         issues[col] = issues[col].fillna(default).astype("int64") if col in issues else default
-    if "stale_subject" not in issues:
-        issues["stale_subject"] = None
+    for col in (*IssueCol.ALL, "stale_subject"):
+        if col not in issues:
+            issues[col] = None
     stripe = pd.Series(
         _take(subscriptions[SubscriptionCol.STATUS], issues["reported_row"].to_numpy()),
         dtype="str",

@@ -1,0 +1,298 @@
+"""A plain, per-member reference implementation of SPEC §3–§4, used as a test oracle.
+
+Written for obviousness, not speed: loops and dicts, straight from the spec's wording, sharing
+nothing with the engine but the vocabulary (enum values and column names).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
+
+from recon_pipeline.domain.columns import IssueCol
+from recon_pipeline.domain.policy import AccessPolicy
+
+_TYPE_ORDER = [
+    "MISSING_ACCESS",
+    "UNAUTHORIZED_ACCESS",
+    "ROLE_MISMATCH",
+    "DEBTOR_MISMATCH",
+    "ORPHANED_ACCESS",
+    "NOT_IN_GUILD",
+    "STALE_DATABASE_STATUS",
+]
+_DB_GRANTING = {"TRIALING", "ACTIVE", "PAST_DUE"}
+_FIX_STATUS = {"active": "ACTIVE", "trialing": "TRIALING", "past_due": "PAST_DUE"}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or value is pd.NA
+
+
+def _text(value: Any) -> str | None:
+    return None if _missing(value) else str(value)
+
+
+def discord_key(value: Any) -> int | None:
+    """Discord compares ids as integers; anything that is not 1-19 digits (or is 0) matches none."""
+    text = _text(value)
+    if text is None or not re.fullmatch(r"[0-9]{1,19}", text) or int(text) == 0:
+        return None
+    return int(text)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [dict(zip(frame.columns, row, strict=True)) for row in frame.itertuples(index=False)]
+
+
+def reference_drift_issues(
+    members: pd.DataFrame,
+    teams: pd.DataFrame,
+    subscriptions: pd.DataFrame,
+    guild_member_roles: pd.DataFrame,
+    guild_roles: pd.DataFrame,
+    policy: AccessPolicy,
+) -> list[dict[str, Any]]:
+    """The issues the spec calls for, as dicts keyed by `IssueCol` names, in the spec's order."""
+    squire, knight, lord, debtor = policy.roles.names()
+    managed_names = {squire, knight, lord, debtor}
+    role_name_by_id: dict[int, str] = {}
+    for role in _records(guild_roles):
+        key = discord_key(role["id"])
+        if role["name"] in managed_names and key is not None:
+            role_name_by_id[key] = role["name"]
+
+    # Stripe: every subscription of each customer.
+    subs_by_customer: dict[str, list[dict[str, Any]]] = {}
+    for sub in _records(subscriptions):
+        customer = _text(sub["customer_id"])
+        if customer is not None:
+            subs_by_customer.setdefault(customer, []).append(sub)
+
+    def stripe_view(customer: str | None) -> tuple[bool, str | None]:
+        subs = subs_by_customer.get(customer, []) if customer is not None else []
+        if not subs:
+            return False, None
+
+        def newest(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+            return max(candidates, key=lambda s: (_created(s["created"]), str(s["id"])))
+
+        granting = [s for s in subs if s["status"] in policy.granting_statuses]
+        if granting:
+            return True, _text(newest(granting)["status"])
+        return False, _text(newest(subs)["status"])
+
+    teams_by_id: dict[str, dict[str, Any]] = {}
+    for team in _records(teams):
+        teams_by_id.setdefault(str(team["id"]), team)
+
+    # Discord: what each account holds, and who is in the guild.
+    held: dict[int, set[str]] = {}
+    bots: set[int] = set()
+    first_id_text: dict[int, str] = {}
+    for row in _records(guild_member_roles):
+        key = discord_key(row["discord_id"])
+        if key is None:
+            continue
+        first_id_text.setdefault(key, str(row["discord_id"]))
+        roles = held.setdefault(key, set())
+        role = role_name_by_id.get(discord_key(row["role_id"]))
+        if role is not None:
+            roles.add(role)
+        if row["is_bot"] is True or row["is_bot"] == 1:
+            bots.add(key)
+
+    issues: list[dict[str, Any]] = []
+    claimed: set[int] = set()
+    for member in _records(members):
+        team = teams_by_id.get(_text(member["team_id"]))
+        own_customer = _text(member["stripe_customer_id"])
+        customer = _text(team["stripe_customer_id"]) if team else own_customer
+        entitled, stripe_status = stripe_view(customer)
+        member_status = _text(member["subscription_status"])
+        base = {
+            IssueCol.MEMBER_ID: str(member["id"]),
+            IssueCol.TEAM_ID: str(team["id"]) if team else None,
+            IssueCol.TEAM_NAME: _text(team["name"]) if team else None,
+        }
+
+        if team is None:  # the member's own cached status, checked linked or not
+            own_entitled, own_status = stripe_view(own_customer)
+            if (member_status in _DB_GRANTING) != own_entitled:
+                issues.append(
+                    _stale(
+                        base | {IssueCol.DISCORD_ID: _text(member["discord_id"])},
+                        member_status,
+                        own_status,
+                    )
+                )
+
+        discord_id = _text(member["discord_id"])
+        if discord_id is None:
+            continue  # unlinked: valid, no access check
+        key = discord_key(discord_id)
+        if key is not None:
+            claimed.add(key)
+
+        if member["is_in_debtor_state"]:
+            expected = {debtor}
+        elif not entitled:
+            expected = set()
+        elif not member["intro_completed"]:
+            expected = {squire}
+        elif _text(member["seat_tier"]) in ("OWNER", "INDIVIDUAL"):
+            expected = {lord}
+        else:
+            expected = {knight}
+
+        in_guild = key is not None and key in held
+        actual = held.get(key, set()) if in_guild else set()
+        kind = severity = None
+        if expected and not in_guild:
+            kind, severity = "NOT_IN_GUILD", "LOW"
+        elif expected == {debtor}:
+            if actual != expected:
+                kind, severity = "DEBTOR_MISMATCH", "MEDIUM"
+        elif expected and not actual:
+            kind, severity = "MISSING_ACCESS", "HIGH"
+        elif not expected and actual:
+            kind = "UNAUTHORIZED_ACCESS"
+            severity = "LOW" if actual == {debtor} else "HIGH"
+        elif expected and actual != expected:
+            kind, severity = "ROLE_MISMATCH", "MEDIUM"
+        if kind is None:
+            continue
+        fixes = kind != "NOT_IN_GUILD"
+        issues.append(
+            base
+            | {
+                IssueCol.TYPE: kind,
+                IssueCol.SEVERITY: severity,
+                IssueCol.DISCORD_ID: discord_id,
+                IssueCol.STRIPE_STATUS: stripe_status,
+                IssueCol.DATABASE_STATUS: _text(team["subscription_status"])
+                if team
+                else member_status,
+                IssueCol.DISCORD_ROLES: tuple(sorted(actual)),
+                IssueCol.EXPECTED_ROLE: next(iter(expected)) if expected else None,
+                IssueCol.ROLES_TO_ADD: tuple(sorted(expected - actual)) if fixes else (),
+                IssueCol.ROLES_TO_REMOVE: tuple(sorted(actual - expected)) if fixes else (),
+                IssueCol.STATUS_FIX: None,
+            }
+        )
+
+    exempt = {discord_key(i) for i in policy.exempt_discord_ids}
+    for key, roles in held.items():
+        if roles and key not in claimed and key not in bots and key not in exempt:
+            issues.append(
+                {
+                    IssueCol.TYPE: "ORPHANED_ACCESS",
+                    IssueCol.SEVERITY: "HIGH",
+                    IssueCol.MEMBER_ID: None,
+                    IssueCol.TEAM_ID: None,
+                    IssueCol.TEAM_NAME: None,
+                    IssueCol.DISCORD_ID: first_id_text[key],
+                    IssueCol.STRIPE_STATUS: None,
+                    IssueCol.DATABASE_STATUS: None,
+                    IssueCol.DISCORD_ROLES: tuple(sorted(roles)),
+                    IssueCol.EXPECTED_ROLE: None,
+                    IssueCol.ROLES_TO_ADD: (),
+                    IssueCol.ROLES_TO_REMOVE: tuple(sorted(roles)),
+                    IssueCol.STATUS_FIX: None,
+                }
+            )
+
+    for team in teams_by_id.values():
+        entitled, stripe_status = stripe_view(_text(team["stripe_customer_id"]))
+        status = _text(team["subscription_status"])
+        if (status in _DB_GRANTING) != entitled:
+            issues.append(
+                _stale(
+                    {
+                        IssueCol.MEMBER_ID: None,
+                        IssueCol.TEAM_ID: str(team["id"]),
+                        IssueCol.TEAM_NAME: _text(team["name"]),
+                        IssueCol.DISCORD_ID: None,
+                    },
+                    status,
+                    stripe_status,
+                )
+            )
+
+    issues.sort(key=sort_key)
+    return issues
+
+
+def _stale(base: dict[str, Any], db_status: str | None, stripe_status: str | None) -> dict:
+    fix = "NONE" if stripe_status is None else _FIX_STATUS.get(stripe_status, "CANCELLED")
+    return base | {
+        IssueCol.TYPE: "STALE_DATABASE_STATUS",
+        IssueCol.SEVERITY: "LOW",
+        IssueCol.STRIPE_STATUS: stripe_status,
+        IssueCol.DATABASE_STATUS: db_status,
+        IssueCol.DISCORD_ROLES: (),
+        IssueCol.EXPECTED_ROLE: None,
+        IssueCol.ROLES_TO_ADD: (),
+        IssueCol.ROLES_TO_REMOVE: (),
+        IssueCol.STATUS_FIX: fix,
+    }
+
+
+def _created(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return min(max(number, 0), 2**33 - 1)
+
+
+def sort_key(issue: dict[str, Any]) -> tuple:
+    """The engine's row order: type as listed in the spec, then member, team and Discord ids."""
+
+    def missing_first(value: str | None) -> tuple[int, str]:
+        return (0, "") if value is None else (1, value)
+
+    return (
+        _TYPE_ORDER.index(issue[IssueCol.TYPE]),
+        missing_first(issue[IssueCol.MEMBER_ID]),
+        missing_first(issue[IssueCol.TEAM_ID]),
+        missing_first(issue[IssueCol.DISCORD_ID]),
+    )
+
+
+COMPARED = (
+    IssueCol.TYPE,
+    IssueCol.SEVERITY,
+    IssueCol.MEMBER_ID,
+    IssueCol.TEAM_ID,
+    IssueCol.DISCORD_ID,
+    IssueCol.STRIPE_STATUS,
+    IssueCol.DATABASE_STATUS,
+    IssueCol.DISCORD_ROLES,
+    IssueCol.EXPECTED_ROLE,
+    IssueCol.ROLES_TO_ADD,
+    IssueCol.ROLES_TO_REMOVE,
+    IssueCol.STATUS_FIX,
+    IssueCol.TEAM_NAME,
+)
+
+
+def engine_rows(issues: pd.DataFrame) -> list[dict[str, Any]]:
+    """The engine's table as dicts of the compared columns, missing values as None."""
+    return [
+        {
+            col: (None if _missing(value) else value)
+            for col, value in zip(COMPARED, row, strict=True)
+        }
+        for row in issues[list(COMPARED)].itertuples(index=False)
+    ]
+
+
+def oracle_rows(issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The oracle's issues restricted to the compared columns, missing values as None."""
+    return [
+        {col: (None if _missing(issue[col]) else issue[col]) for col in COMPARED}
+        for issue in issues
+    ]
