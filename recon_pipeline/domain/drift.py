@@ -8,6 +8,7 @@ Python loop runs per member.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -365,9 +366,12 @@ def _flag(column: pd.Series) -> np.ndarray:
 
 
 def _take(column: pd.Series, rows: np.ndarray) -> np.ndarray:
-    """`column[rows]` with row -1 giving a missing value."""
-    values = column.to_numpy(dtype=object, na_value=None)
-    return np.append(values, None)[rows]
+    """`column[rows]` as objects, with row -1 giving None."""
+    taken = np.full(len(rows), None, dtype=object)
+    present = rows >= 0
+    if present.any():
+        taken[present] = column.iloc[rows[present]].to_numpy(dtype=object, na_value=None)
+    return taken
 
 
 def _code_count(*codes: np.ndarray) -> int:
@@ -480,58 +484,80 @@ def _mask_names(policy: AccessPolicy) -> dict[int, tuple[str, ...]]:
 
 def _describe(issues: pd.DataFrame, names: dict[int, tuple[str, ...]]) -> pd.Series:
     """Plain-words descriptions: what was expected and what was found."""
-    text_of = {
-        mask: ", ".join(roles) if roles else "no managed role" for mask, roles in names.items()
-    }
-    held = issues["actual"].map(text_of)
-    expected = issues[IssueCol.EXPECTED_ROLE].fillna("")
-    stripe = issues[IssueCol.STRIPE_STATUS]
-    team = issues[IssueCol.TEAM_NAME]
-    billing = ("Stripe " + stripe.fillna("")).where(stripe.notna(), "no Stripe subscription")
-    billing = billing + (" (team " + team.fillna("") + ")").where(team.notna(), "")
-    database = issues[IssueCol.DATABASE_STATUS].fillna("no status")
-    stripe_says = ("Stripe says " + stripe.fillna("")).where(
-        stripe.notna(), "Stripe has no subscription"
-    )
-    team_row = issues["stale_subject"] == "team"
-    subject = ("team " + team.fillna("")).where(team_row, "member")
+    text_of = {mask: ", ".join(roles) or "no managed role" for mask, roles in names.items()}
+    held = issues["actual"].map(text_of).astype("str")
+    expected = issues[IssueCol.EXPECTED_ROLE].fillna("").astype("str")
+    stripe = issues[IssueCol.STRIPE_STATUS].astype("str")
+    team = issues[IssueCol.TEAM_NAME].astype("str")
     kind = issues[IssueCol.TYPE]
+    descriptions = pd.Series("", index=issues.index, dtype="str")
+
+    def fill(mask: pd.Series, *parts: str | pd.Series) -> None:
+        rows = mask.to_numpy().nonzero()[0]
+        if not len(rows):
+            return
+        text: Any = ""
+        for part in parts:
+            text = text + (part.iloc[rows] if isinstance(part, pd.Series) else part)
+        descriptions.iloc[rows] = text
+
+    billing = ("Stripe " + stripe).fillna("no Stripe subscription") + (
+        " (team " + team + ")"
+    ).fillna("")
     debtor = "Member is in debtor state: "
-    return pd.Series(
-        np.select(
-            [
-                kind == DriftType.MISSING_ACCESS,
-                kind == DriftType.UNAUTHORIZED_ACCESS,
-                kind == DriftType.ROLE_MISMATCH,
-                kind == DriftType.DEBTOR_MISMATCH,
-                kind == DriftType.ORPHANED_ACCESS,
-                (kind == DriftType.NOT_IN_GUILD) & (issues["expected"] == DEBTOR),
-                kind == DriftType.NOT_IN_GUILD,
-            ],
-            [
-                billing + " but Discord has no member role (expected " + expected + ")",
-                billing + " but Discord has " + held + " (expected no managed role)",
-                billing + ": expected " + expected + " but Discord has " + held,
-                debtor + "expected Debtor only but Discord has " + held,
-                "Discord account holds " + held + " but no member record has this Discord id",
-                debtor + "expected Debtor but the Discord account is not in the server",
-                billing
-                + ": expected "
-                + expected
-                + " but the Discord account is not in the server",
-            ],
-            default="Database has "
-            + subject
-            + " as "
-            + database
-            + " but "
-            + stripe_says
-            + " (should be "
-            + issues[IssueCol.STATUS_FIX].fillna("")
-            + ")",
-        ),
-        index=issues.index,
+    not_in_guild = kind == DriftType.NOT_IN_GUILD
+    expects_debtor = issues["expected"] == DEBTOR
+    fill(
+        kind == DriftType.MISSING_ACCESS,
+        billing,
+        " but Discord has no member role (expected ",
+        expected,
+        ")",
     )
+    fill(
+        kind == DriftType.UNAUTHORIZED_ACCESS,
+        billing,
+        " but Discord has ",
+        held,
+        " (expected no managed role)",
+    )
+    fill(
+        kind == DriftType.ROLE_MISMATCH, billing, ": expected ", expected, " but Discord has ", held
+    )
+    fill(kind == DriftType.DEBTOR_MISMATCH, debtor, "expected Debtor only but Discord has ", held)
+    fill(
+        kind == DriftType.ORPHANED_ACCESS,
+        "Discord account holds ",
+        held,
+        " but no member record has this Discord id",
+    )
+    fill(
+        not_in_guild & expects_debtor,
+        debtor,
+        "expected Debtor but the Discord account is not in the server",
+    )
+    fill(
+        not_in_guild & ~expects_debtor,
+        billing,
+        ": expected ",
+        expected,
+        " but the Discord account is not in the server",
+    )
+    stale = kind == DriftType.STALE_DATABASE_STATUS
+    subject = ("team " + team).where(issues["stale_subject"] == "team", "member")
+    fill(
+        stale,
+        "Database has ",
+        subject,
+        " as ",
+        issues[IssueCol.DATABASE_STATUS].astype("str").fillna("no status"),
+        " but ",
+        ("Stripe says " + stripe).fillna("Stripe has no subscription"),
+        " (should be ",
+        issues[IssueCol.STATUS_FIX].astype("str"),
+        ")",
+    )
+    return descriptions
 
 
 def empty_issue_table() -> pd.DataFrame:

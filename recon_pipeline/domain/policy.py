@@ -130,8 +130,8 @@ def resolve_managed_role_ids(guild_roles: pd.DataFrame, roles: ManagedRoles) -> 
             problems.append(f"managed role {name!r} does not exist in the guild")
         elif len(ids) > 1:
             problems.append(
-                f"managed role {name!r} matches {len(ids)} guild roles ({', '.join(map(str, ids))});"
-                " rename the extra ones"
+                f"managed role {name!r} matches {len(ids)} guild roles "
+                f"({', '.join(map(str, ids))}); rename the extra ones"
             )
         else:
             resolved[str(ids[0])] = name
