@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from recon_pipeline.clients.membership_db import (
     DatabaseUrlError,
     init_database,
@@ -20,12 +22,17 @@ def _db_init(_: argparse.Namespace) -> int:
     target = parse_database_url(settings.DATABASE_URL)
     if target.url.get_backend_name() == "sqlite" and target.url.database:
         Path(target.url.database).parent.mkdir(parents=True, exist_ok=True)
+    where = target.url.render_as_string(hide_password=True)
     engine = target.create_engine()
     try:
         created = init_database(engine)
+    except sa.exc.OperationalError as exc:
+        # Unreachable server, refused login, unwritable file: the operator needs the reason,
+        # not a traceback. The driver's message names the host, never the password.
+        print(f"recon-pipeline: cannot use DATABASE_URL {where}: {exc.orig}", file=sys.stderr)
+        return 1
     finally:
         engine.dispose()
-    where = target.url.render_as_string(hide_password=True)
     if created:
         print(f"Created {', '.join(created)} in {where}")
     else:

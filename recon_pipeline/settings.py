@@ -1,15 +1,17 @@
 """Validated settings from the environment (SPEC §8).
 
 One `Settings` object holds every variable. `load_settings()` turns pydantic's errors into one
-`SettingsError` whose lines name each bad variable, its value (never a secret's) and what is
-accepted, so a bad deployment fails at load with a message an operator can act on.
+`SettingsError` whose lines name each bad variable, its value (never a secret's, and never the
+password inside DATABASE_URL) and what is accepted, so a bad deployment fails at load with a
+message an operator can act on. A variable set to an empty value counts as unset, so a copy of
+`.env.example` loads with every default.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,10 +24,12 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
+from recon_pipeline.clients.membership_db import DatabaseUrlError, parse_database_url
 from recon_pipeline.domain.policy import (
     DEFAULT_GRANTING_STATUSES,
     STRIPE_SUBSCRIPTION_STATUSES,
@@ -38,6 +42,16 @@ DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_DATA_DIR / 'recon_pipeline.sqlite3'}
 
 _SNOWFLAKE = re.compile(r"[1-9][0-9]{0,19}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# The password of a URL's `user:password@` part (up to the last `@`: masking too much is safe)
+# and of a libpq-style `?password=` query parameter.
+_URL_USERINFO_PASSWORD = re.compile(r"(?P<keep>^[^:/?#\s]+://[^:/?#@\s]*:)[^\s]*@")
+_URL_QUERY_PASSWORD = re.compile(r"(?P<keep>[?&]password=)[^&#\s]*", re.IGNORECASE)
+
+
+def hide_url_password(url: str) -> str:
+    """`url` with any password in it replaced by `***`, for messages, logs and reprs."""
+    url = _URL_USERINFO_PASSWORD.sub(r"\g<keep>***@", url)
+    return _URL_QUERY_PASSWORD.sub(r"\g<keep>***", url)
 
 
 def _strict_bool(value: Any) -> Any:
@@ -56,7 +70,7 @@ def _blank_is_none(value: Any) -> Any:
 def _timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # "America" is a directory
         raise ValueError("is not a known IANA time zone") from exc
     return value
 
@@ -100,7 +114,7 @@ class Settings(BaseModel):
 
     DATABASE_URL: str = _setting(
         DEFAULT_DATABASE_URL,
-        "postgresql://…, postgres://…, sqlite:///path or any SQLAlchemy URL of those",
+        "postgresql://…, postgres://…, sqlite:///path, file:path or any SQLAlchemy URL of those",
         "Membership database; defaults to a SQLite file under ./data",
     )
     STRIPE_SECRET_KEY: OptionalSecret = _setting(None, "a Stripe secret key", "Stripe API key")
@@ -150,11 +164,11 @@ class Settings(BaseModel):
     RECONCILIATION_GUARD_FRACTION: float = _setting(
         0.25, "a number from 0 to 1", "Share of role holders whose removal trips the guard"
     )
-    RECONCILIATION_EXEMPT_DISCORD_IDS: Annotated[list[str], BeforeValidator(_csv)] = _setting(
-        [], "comma-separated Discord ids", "Accounts never reported as orphaned"
+    RECONCILIATION_EXEMPT_DISCORD_IDS: Annotated[tuple[str, ...], BeforeValidator(_csv)] = _setting(
+        (), "comma-separated Discord ids", "Accounts never reported as orphaned"
     )
-    RECONCILIATION_GRANTING_STATUSES: Annotated[list[str], BeforeValidator(_csv)] = _setting(
-        sorted(DEFAULT_GRANTING_STATUSES),
+    RECONCILIATION_GRANTING_STATUSES: Annotated[tuple[str, ...], BeforeValidator(_csv)] = _setting(
+        tuple(sorted(DEFAULT_GRANTING_STATUSES)),
         f"comma-separated Stripe statuses from: {', '.join(sorted(STRIPE_SUBSCRIPTION_STATUSES))}",
         "Stripe subscription statuses that grant access",
     )
@@ -203,7 +217,7 @@ class Settings(BaseModel):
 
     @field_validator("RECONCILIATION_EXEMPT_DISCORD_IDS")
     @classmethod
-    def _exempt(cls, value: list[str]) -> list[str]:
+    def _exempt(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         bad = [v for v in value if not _SNOWFLAKE.fullmatch(v)]
         if bad:
             raise ValueError(f"{', '.join(bad)} is not a Discord id (digits only)")
@@ -211,12 +225,24 @@ class Settings(BaseModel):
 
     @field_validator("RECONCILIATION_GRANTING_STATUSES")
     @classmethod
-    def _granting(cls, value: list[str]) -> list[str]:
+    def _granting(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [v for v in value if v not in STRIPE_SUBSCRIPTION_STATUSES]
         if unknown:
             raise ValueError(f"{', '.join(unknown)} is not a Stripe subscription status")
         if not value:
             raise ValueError("must name at least one status")
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            parse_database_url(value)
+        except DatabaseUrlError as exc:
+            # Keep the reason ("uses 'mysql'", "is not a database URL", ...); _explain adds what
+            # is accepted. The parser never quotes the URL, so no password can show.
+            reason = str(exc).removeprefix("DATABASE_URL ").split(";", 1)[0]
+            raise ValueError(reason) from None
         return value
 
     @field_validator("ADMIN_EMAIL", "EMAIL_FROM_ADDRESS")
@@ -249,20 +275,18 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        names = [
-            self.DISCORD_ROLE_SQUIRE,
-            self.DISCORD_ROLE_KNIGHT,
-            self.DISCORD_ROLE_LORD,
-            self.DISCORD_ROLE_DEBTOR,
-        ]
-        if len(set(names)) != len(names):
-            raise ValueError(
-                "DISCORD_ROLE_SQUIRE, DISCORD_ROLE_KNIGHT, DISCORD_ROLE_LORD and "
-                f"DISCORD_ROLE_DEBTOR must be four different names, got {', '.join(names)}"
-            )
-        if self.EMAIL_PROVIDER == "smtp" and not self.SMTP_HOST:
-            raise ValueError("EMAIL_PROVIDER=smtp needs SMTP_HOST")
+        problems = _cross_field_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
+
+    @field_serializer("DATABASE_URL", when_used="json")
+    def _database_url_without_password(self, value: str) -> str:
+        return hide_url_password(value)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, hide_url_password(value) if name == "DATABASE_URL" else value
 
     def access_policy(self) -> AccessPolicy:
         """The engine's view of these settings."""
@@ -276,6 +300,36 @@ class Settings(BaseModel):
             granting_statuses=frozenset(self.RECONCILIATION_GRANTING_STATUSES),
             exempt_discord_ids=frozenset(self.RECONCILIATION_EXEMPT_DISCORD_IDS),
         )
+
+
+_ROLE_VARIABLES = (
+    "DISCORD_ROLE_SQUIRE",
+    "DISCORD_ROLE_KNIGHT",
+    "DISCORD_ROLE_LORD",
+    "DISCORD_ROLE_DEBTOR",
+)
+
+
+def _cross_field_problems(settings: Settings) -> list[str]:
+    """What is wrong with combinations of variables that are each valid on their own."""
+    problems = []
+    holders: dict[str, list[str]] = {}
+    for name in _ROLE_VARIABLES:
+        holders.setdefault(getattr(settings, name), []).append(name)
+    for role, names in holders.items():
+        if len(names) > 1:
+            problems.append(
+                f"{' and '.join(f'{name}={role!r}' for name in names)}: one role name for "
+                f"{len(names)} managed roles; "
+                "accepted: four different role names for DISCORD_ROLE_SQUIRE, "
+                "DISCORD_ROLE_KNIGHT, DISCORD_ROLE_LORD and DISCORD_ROLE_DEBTOR"
+            )
+    if settings.EMAIL_PROVIDER == "smtp" and not settings.SMTP_HOST:
+        problems.append(
+            "EMAIL_PROVIDER='smtp' needs SMTP_HOST, which is empty; accepted: SMTP_HOST set to "
+            "the SMTP server's host name, or EMAIL_PROVIDER=console"
+        )
+    return problems
 
 
 SECRET_VARIABLES = frozenset(
@@ -294,15 +348,26 @@ class SettingsError(ValueError):
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings from `environ` (default: the process environment).
 
+    A variable set to an empty (or all-blank) value counts as unset and takes its default.
+
     Raises:
         SettingsError: naming every bad variable, its value and what is accepted.
     """
     env = dict(os.environ if environ is None else environ)
-    known = {name: env[name] for name in Settings.model_fields if name in env}
+    known = {name: env[name] for name in Settings.model_fields if name in env and env[name].strip()}
     try:
         return Settings.model_validate(known)
     except ValidationError as exc:
-        raise SettingsError([_explain(error, known) for error in exc.errors()]) from None
+        errors = exc.errors()
+    bad = {str(error["loc"][0]) for error in errors if error.get("loc")}
+    problems = [_explain(error, known) for error in errors if error.get("loc")]
+    # Pydantic checks combinations only once every variable is valid on its own: check them on
+    # the valid ones (the bad ones at their defaults) so that one error lists every problem.
+    try:
+        Settings.model_validate({name: value for name, value in known.items() if name not in bad})
+    except ValidationError as exc:
+        problems += [line for error in exc.errors() for line in _explain(error, known).splitlines()]
+    raise SettingsError(problems) from None
 
 
 def _explain(error: Any, values: Mapping[str, str]) -> str:
@@ -313,6 +378,12 @@ def _explain(error: Any, values: Mapping[str, str]) -> str:
     name = str(location[0])
     field = Settings.model_fields.get(name)
     accepted = (field.json_schema_extra or {}).get("accepted") if field else None
-    shown = "(hidden)" if name in SECRET_VARIABLES else repr(values.get(name))
+    value = values.get(name)
+    if name in SECRET_VARIABLES:
+        shown = "(hidden)"
+    elif name == "DATABASE_URL" and isinstance(value, str):
+        shown = repr(hide_url_password(value))
+    else:
+        shown = repr(value)
     message = f"{name}={shown}: {reason}"
     return f"{message}; accepted: {accepted}" if accepted else message

@@ -7,6 +7,7 @@ beyond them lives in its own tables, all prefixed `recon_pipeline_`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -166,8 +167,15 @@ class DatabaseTarget:
     def create_engine(self, **kwargs: object) -> sa.Engine:
         connect_args: dict[str, object] = {}
         if self.schema and self.url.get_backend_name() == "postgresql":
-            connect_args["options"] = f"-csearch_path={self.schema}"
+            connect_args["options"] = _search_path_option(self.schema)
         return sa.create_engine(self.url, connect_args=connect_args, **kwargs)
+
+
+def _search_path_option(schema: str) -> str:
+    # Prisma's schema names are case-sensitive, so the name is quoted as an identifier; libpq
+    # splits `options` on whitespace unless it is backslash-escaped.
+    identifier = '"' + schema.replace('"', '""') + '"'
+    return "-csearch_path=" + re.sub(r"([\\\s])", r"\\\1", identifier)
 
 
 def parse_database_url(raw: str) -> DatabaseTarget:
@@ -180,7 +188,7 @@ def parse_database_url(raw: str) -> DatabaseTarget:
     if not text:
         raise DatabaseUrlError("DATABASE_URL is empty")
     if text.startswith("file:"):
-        return DatabaseTarget(sa.make_url(f"sqlite:///{text.removeprefix('file:')}"))
+        text = f"sqlite:///{text.removeprefix('file:')}"
     try:
         url = sa.make_url(text)
     except sa.exc.ArgumentError as exc:
@@ -197,9 +205,11 @@ def parse_database_url(raw: str) -> DatabaseTarget:
             "(any SQLAlchemy postgresql+driver) or sqlite://"
         )
     schema = url.query.get("schema") if backend == "postgresql" else None
-    if backend == "postgresql":
-        url = url.difference_update_query(_PRISMA_ONLY_PARAMS)
-    return DatabaseTarget(url, schema if isinstance(schema, str) else None)
+    if isinstance(schema, tuple):
+        raise DatabaseUrlError("DATABASE_URL gives ?schema= more than once; give one schema")
+    # Prisma accepts these on SQLite too; the SQLite driver would only warn and ignore them.
+    url = url.difference_update_query(_PRISMA_ONLY_PARAMS)
+    return DatabaseTarget(url, schema or None)
 
 
 # --- Schema management --------------------------------------------------------------------------

@@ -452,5 +452,5 @@ def test_find_drift_issues_names_a_missing_column() -> None:
     frames["members"] = frames["members"].drop(columns="seat_tier")
     from recon_pipeline.domain.drift import find_drift_issues
 
-    with pytest.raises(MissingColumnsError, match="members frame is missing column.*seat_tier"):
+    with pytest.raises(MissingColumnsError, match=r"members frame is missing column.*seat_tier"):
         find_drift_issues(**frames, policy=AccessPolicy())
