@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: install test lint bench db-init
+.PHONY: install demo ui test lint bench db-init
 
 install: $(VENV)/.installed
 
@@ -12,6 +12,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+
+demo: install
+	$(BIN)/recon-pipeline demo
+
+ui: install
+	$(BIN)/recon-pipeline sandbox --ui
 
 test: install
 	$(BIN)/python -m pytest
@@ -22,6 +28,8 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_drift.py
+	$(BIN)/python benchmarks/bench_stripe.py
+	$(BIN)/python benchmarks/bench_discord.py
 
 db-init: install
 	$(BIN)/recon-pipeline db init

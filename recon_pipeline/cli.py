@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,8 +17,17 @@ from recon_pipeline.clients.membership_db import (
     DatabaseUrlError,
     init_database,
     parse_database_url,
+    read_run_record,
 )
 from recon_pipeline.settings import SettingsError, load_settings
+
+DEFAULT_DAGSTER_HOME = Path("dagster_home")
+DEMO_DIR = Path("data/demo")
+_INSTANCE_YAML = """\
+# Local instance of the embedded default (SQLite under this folder).
+telemetry:
+  enabled: false
+"""
 
 
 def _db_init(_: argparse.Namespace) -> int:
@@ -40,12 +53,219 @@ def _db_init(_: argparse.Namespace) -> int:
     return 0
 
 
+def _ensure_dagster_home(default: Path) -> Path:
+    """DAGSTER_HOME, defaulting to a local folder with a minimal instance config."""
+    home = Path(os.environ.get("DAGSTER_HOME") or default).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(_INSTANCE_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def launch_reconciliation(
+    *, auto_fix: bool | None, override_guard: bool, in_process: bool
+) -> tuple[bool, str]:
+    """Run `reconciliation_job` for today on the configured instance; (succeeded, run id)."""
+    import dagster as dg
+
+    from recon_pipeline.definitions import get_reconciliation_job
+    from recon_pipeline.defs import run_tags
+    from recon_pipeline.defs.partitions import local_day
+
+    settings = load_settings()
+    fix_config: dict[str, object] = {"override_guard": override_guard}
+    if auto_fix is not None:
+        fix_config["auto_fix"] = auto_fix
+    run_config: dict[str, object] = {
+        "ops": {"reconciliation_fixes": {"config": fix_config}},
+        # The report printed afterwards says what matters; the full log is in the Dagster UI.
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+    }
+    if in_process:
+        run_config["execution"] = {"config": {"in_process": {}}}
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(
+            dg.reconstructable(get_reconciliation_job),
+            instance=instance,
+            run_config=run_config,
+            tags={
+                run_tags.PARTITION: local_day(settings.RECONCILIATION_TIMEZONE),
+                run_tags.TRIGGERED_BY: "manual",
+            },
+        )
+        return result.success, result.run_id
+
+
+def print_run_report(run_id: str) -> None:
+    from recon_pipeline.domain.report import format_run_report
+
+    settings = load_settings()
+    target = parse_database_url(settings.DATABASE_URL)
+    engine = target.create_engine()
+    try:
+        with engine.connect() as conn:
+            record = read_run_record(conn, run_id)
+    finally:
+        engine.dispose()
+    where = target.url.render_as_string(hide_password=True)
+    if record is None:
+        print(f"Run {run_id} left no ReconciliationRun row in {where}: see the Dagster run log.")
+        return
+    print(format_run_report(record))
+    print(f'  run record: "ReconciliationRun" id {run_id!r} in {where}')
+
+
+def _run(args: argparse.Namespace) -> int:
+    load_settings()  # refuse bad settings before anything starts
+    _ensure_dagster_home(DEFAULT_DAGSTER_HOME)
+    succeeded, run_id = launch_reconciliation(
+        auto_fix=True if args.auto_fix else None,
+        override_guard=args.override_guard,
+        in_process=args.in_process,
+    )
+    print_run_report(run_id)
+    return 0 if succeeded else 1
+
+
+def _demo_environment() -> dict[str, str]:
+    return {
+        "DATABASE_URL": f"sqlite:///{DEMO_DIR / 'membership.sqlite3'}",
+        "DAGSTER_HOME": str((DEMO_DIR / "dagster_home").resolve()),
+        "RECONCILIATION_AUTO_FIX": "false",
+    }
+
+
+def _seed_demo_database() -> None:
+    from recon_pipeline.defs.resources import open_engine
+    from recon_pipeline.sandbox.demo import demo_community, seed_membership_db
+
+    database = DEMO_DIR / "membership.sqlite3"
+    database.unlink(missing_ok=True)
+    engine = open_engine(_demo_environment()["DATABASE_URL"])
+    try:
+        seed_membership_db(engine, demo_community())
+    finally:
+        engine.dispose()
+
+
+def _demo(_: argparse.Namespace) -> int:
+    from recon_pipeline.sandbox.demo import demo_community, running_sandbox
+
+    started = time.monotonic()
+    os.environ.update(_demo_environment())
+    _ensure_dagster_home(DEMO_DIR / "dagster_home")
+    _seed_demo_database()
+    community = demo_community()
+    print(
+        f"Demo community: {len(community.members)} members, {len(community.teams)} teams, "
+        f"{len(community.subscriptions)} Stripe subscriptions, "
+        f"{community.guild_member_roles['discord_id'].nunique()} Discord accounts "
+        f"(SQLite in {DEMO_DIR}/, emulators on loopback)\n"
+    )
+    with running_sandbox(community) as sandbox:
+        os.environ.update(sandbox.env())
+        outcomes = []
+        for title, auto_fix in (
+            ("1. Dry run", False),
+            ("2. Run with fixes", True),
+            ("3. Run again", True),
+        ):
+            print(f"== {title} ==")
+            succeeded, run_id = launch_reconciliation(
+                auto_fix=auto_fix, override_guard=False, in_process=True
+            )
+            print_run_report(run_id)
+            print()
+            outcomes.append(succeeded)
+        role_calls = len(sandbox.discord.mutations)
+    print(f"The fixing run changed roles with {role_calls} Discord call(s), one per role change.")
+    print(f"Done in {time.monotonic() - started:.0f} s.")
+    print(
+        "Open the Dagster UI on this setup: `recon-pipeline sandbox --ui` (or `make ui`), then "
+        "browse to http://127.0.0.1:3000."
+    )
+    return 0 if all(outcomes) else 1
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from recon_pipeline.sandbox.demo import demo_community, running_sandbox
+
+    env = _demo_environment()
+    os.environ.update(env)
+    _ensure_dagster_home(DEMO_DIR / "dagster_home")
+    if not args.keep_data:
+        _seed_demo_database()
+    with running_sandbox(
+        demo_community(), stripe_port=args.stripe_port, discord_port=args.discord_port
+    ) as sandbox:
+        env.update(sandbox.env())
+        env_file = DEMO_DIR / "sandbox.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        print("Sandbox emulators are serving. Environment for the pipeline:")
+        print("".join(f"  export {k}={v}\n" for k, v in env.items()), end="")
+        print(f"(also in {env_file}: `set -a; . {env_file}; set +a; dagster dev`)")
+        if not args.ui:
+            print("Press Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                return 0
+        dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
+        command = [dagster, "dev", "-h", "127.0.0.1", "-p", str(args.ui_port)]
+        print(f"Starting the Dagster UI on http://127.0.0.1:{args.ui_port} (Ctrl-C stops it all)")
+        try:
+            return subprocess.run(command, env={**os.environ, **env}, check=False).returncode
+        except KeyboardInterrupt:
+            return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recon-pipeline",
         description="Reconcile Stripe billing, the membership database and Discord roles.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run reconciliation_job for today on the configured Dagster instance",
+        description="Launch reconciliation_job for the current local day on the Dagster "
+        "instance in DAGSTER_HOME (default ./dagster_home), recorded as triggeredBy='manual'; "
+        "print a summary; exit 1 if the run failed.",
+    )
+    run.add_argument("--auto-fix", action="store_true", help="apply fixes in this run")
+    run.add_argument(
+        "--override-guard",
+        action="store_true",
+        help="apply removals even when they trip the blast-radius guard (this run only)",
+    )
+    run.add_argument("--in-process", action="store_true", help="run every step in this process")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo",
+        help="seed a demo community, start the emulators, run the job (dry run, then fixes)",
+        description=f"Everything local: a demo community in SQLite under {DEMO_DIR}/, Stripe "
+        "and Discord emulators on loopback, and three runs of reconciliation_job.",
+    )
+    demo.set_defaults(handler=_demo)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="serve the emulators with the demo community (and optionally the Dagster UI)",
+    )
+    sandbox.add_argument("--stripe-port", type=int, default=8711)
+    sandbox.add_argument("--discord-port", type=int, default=8712)
+    sandbox.add_argument("--ui", action="store_true", help="also run `dagster dev` on this setup")
+    sandbox.add_argument("--ui-port", type=int, default=3000)
+    sandbox.add_argument(
+        "--keep-data", action="store_true", help="keep the demo database instead of reseeding it"
+    )
+    sandbox.set_defaults(handler=_sandbox)
+
     db = commands.add_parser("db", help="membership database chores")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     init = db_commands.add_parser(

@@ -1,4 +1,4 @@
-"""Shared fixtures: throwaway SQLite and PostgreSQL databases.
+"""Shared fixtures: throwaway SQLite and PostgreSQL databases, a loopback server, a fake clock.
 
 Tests that touch PostgreSQL are marked `postgres` automatically. They are never skipped: if the
 cluster cannot start, the fixture raises with the server's log and those tests fail.
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from recon_pipeline.sandbox.server import LoopbackServer
+from recon_pipeline_tests.loopback import AppSwitch, FakeClock, Loopback
 from recon_pipeline_tests.postgres import PostgresServer, running_postgres
 
 
@@ -43,3 +45,17 @@ def sqlite_url(tmp_path: Path) -> str:
 def database_url(request: pytest.FixtureRequest) -> str:
     """An empty database of each supported kind, so one test covers both backends."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture(scope="module")
+def loopback() -> Iterator[Loopback]:
+    """One server on 127.0.0.1 per test module; each test installs the app it talks to."""
+    switch = AppSwitch()
+    with LoopbackServer(switch) as server:
+        yield Loopback(server, switch)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fresh fake clock, for an emulator's rate limits and a client's sleeps alike."""
+    return FakeClock()

@@ -7,12 +7,14 @@ beyond them lives in its own tables, all prefixed `recon_pipeline_`.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 from recon_pipeline.domain.columns import MemberCol, TeamCol
 from recon_pipeline.domain.policy import SeatTier, SubscriptionStatus
@@ -132,7 +134,18 @@ fix_action_table = sa.Table(
     sa.Column("applied_at", timestamp_type, nullable=False, server_default=sa.func.now()),
 )
 
-PIPELINE_TABLES = (pipeline_run_table, fix_action_table)
+frame_catalog_table = sa.Table(
+    f"{PREFIX}frame_catalog",
+    metadata,
+    sa.Column("frame_name", sa.Text, primary_key=True),
+    sa.Column("partition_key", sa.Text, primary_key=True),
+    sa.Column("columns", json_type, nullable=False, comment="[[name, kind], ...] in order"),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=True),
+    sa.Column("written_at", timestamp_type, nullable=False, server_default=sa.func.now()),
+)
+
+PIPELINE_TABLES = (pipeline_run_table, fix_action_table, frame_catalog_table)
 
 
 # --- Connecting ---------------------------------------------------------------------------------
@@ -277,3 +290,140 @@ def _frame(conn: sa.Connection, stmt: sa.Select, columns: tuple[str, ...]) -> pd
         c for c in columns if c not in (MemberCol.INTRO_COMPLETED, MemberCol.IS_IN_DEBTOR_STATE)
     ]
     return frame.astype({c: "str" for c in text_columns})
+
+
+# --- Writes -----------------------------------------------------------------------------------
+
+
+def _upsert(
+    conn: sa.Connection, table: sa.Table, values: dict[str, object], *, update: bool = True
+) -> None:
+    """Insert a row, or on a primary-key clash update it (or leave it, when `update` is off)."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).values(**values)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(**values)
+    else:  # pragma: no cover - parse_database_url admits only these two
+        raise NotImplementedError(dialect)
+    keys = [c.name for c in table.primary_key.columns]
+    if update:
+        changes = {k: stmt.excluded[k] for k in values if k not in keys}
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=changes)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+    conn.execute(stmt)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run, as `"ReconciliationRun"` and the pipeline's own run table hold it."""
+
+    run_id: str
+    job_name: str
+    started_at: dt.datetime  # UTC, naive (Prisma's DateTime)
+    completed_at: dt.datetime
+    triggered_by: str  # scheduled | manual | verification
+    auto_fix_enabled: bool
+    is_verification_run: bool = False
+    members_checked: int = 0
+    teams_checked: int = 0
+    issues_found: int = 0
+    issues_fixed: int = 0
+    issues: list[dict[str, Any]] = field(default_factory=list)
+    partition_key: str | None = None
+    parent_run_id: str | None = None
+    failure: str | None = None
+
+    def app_row(self) -> dict[str, object]:
+        return {
+            "id": self.run_id,
+            "startedAt": self.started_at,
+            "completedAt": self.completed_at,
+            "membersChecked": self.members_checked,
+            "teamsChecked": self.teams_checked,
+            "issuesFound": self.issues_found,
+            "issuesFixed": self.issues_fixed,
+            "autoFixEnabled": self.auto_fix_enabled,
+            "isVerificationRun": self.is_verification_run,
+            "triggeredBy": self.triggered_by,
+            "issues": self.issues,
+        }
+
+    def pipeline_row(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "job_name": self.job_name,
+            "partition_key": self.partition_key,
+            "parent_run_id": self.parent_run_id,
+            "status": "failed" if self.failure else "succeeded",
+            "failure": self.failure,
+            "updated_at": self.completed_at,
+        }
+
+
+def write_run_record(conn: sa.Connection, record: RunRecord) -> None:
+    """Write the run's `"ReconciliationRun"` row and its status row; re-writing replaces them."""
+    _upsert(conn, reconciliation_run_table, record.app_row())
+    _upsert(conn, pipeline_run_table, record.pipeline_row())
+
+
+def write_failed_run_record(conn: sa.Connection, record: RunRecord) -> None:
+    """Record a failure: the `"ReconciliationRun"` row is kept if the run already wrote one,
+    else written from `record`; the pipeline's row says failed and why."""
+    _upsert(conn, reconciliation_run_table, record.app_row(), update=False)
+    _upsert(conn, pipeline_run_table, record.pipeline_row())
+
+
+def read_run_record(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:
+    """The run's `"ReconciliationRun"` row joined with its status row, or None."""
+    stmt = (
+        sa.select(
+            reconciliation_run_table, pipeline_run_table.c.status, pipeline_run_table.c.failure
+        )
+        .outerjoin(pipeline_run_table, pipeline_run_table.c.run_id == reconciliation_run_table.c.id)
+        .where(reconciliation_run_table.c.id == run_id)
+    )
+    row = conn.execute(stmt).mappings().first()
+    return dict(row) if row else None
+
+
+def write_cached_status(
+    conn: sa.Connection, *, status: str, team_id: str | None = None, member_id: str | None = None
+) -> int:
+    """Set one team's or member's `"subscriptionStatus"` (and nothing else); rows changed."""
+    if (team_id is None) == (member_id is None):
+        raise ValueError("give exactly one of team_id and member_id")
+    table, key = (team_table, team_id) if team_id is not None else (member_table, member_id)
+    result = conn.execute(
+        sa.update(table).where(table.c.id == key).values(subscriptionStatus=status)
+    )
+    return result.rowcount
+
+
+def fixed_action_keys(conn: sa.Connection, scope_id: str) -> set[str]:
+    """Actions already applied under `scope_id` (the first run of a chain of re-executions)."""
+    rows = conn.execute(
+        sa.select(fix_action_table.c.action_key).where(
+            (fix_action_table.c.run_id == scope_id) & (fix_action_table.c.outcome == "fixed")
+        )
+    )
+    return {r[0] for r in rows}
+
+
+def record_fix_action(conn: sa.Connection, scope_id: str, values: dict[str, object]) -> None:
+    """Record (or update) one action's outcome under `scope_id`."""
+    _upsert(conn, fix_action_table, {"run_id": scope_id, **values, "applied_at": _utcnow()})
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def ensure_pipeline_tables(engine: sa.Engine) -> None:
+    """Create whichever of the pipeline's own tables is missing (never the app's)."""
+    with engine.begin() as conn:
+        existing = set(sa.inspect(conn).get_table_names())
+        missing = [t for t in PIPELINE_TABLES if t.name not in existing]
+        if missing:
+            metadata.create_all(conn, tables=missing, checkfirst=True)

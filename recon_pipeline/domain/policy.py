@@ -49,19 +49,18 @@ DATABASE_GRANTING_STATUSES = frozenset(
     {SubscriptionStatus.TRIALING, SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE}
 )
 
-# Every status a Stripe subscription can have (API v1).
-STRIPE_SUBSCRIPTION_STATUSES = frozenset(
-    {
-        "active",
-        "trialing",
-        "past_due",
-        "unpaid",
-        "canceled",
-        "incomplete",
-        "incomplete_expired",
-        "paused",
-    }
+# Every status a Stripe subscription can have (API v1), in a fixed order for whoever lists them.
+STRIPE_SUBSCRIPTION_STATUS_ORDER = (
+    "active",
+    "trialing",
+    "past_due",
+    "unpaid",
+    "canceled",
+    "incomplete",
+    "incomplete_expired",
+    "paused",
 )
+STRIPE_SUBSCRIPTION_STATUSES = frozenset(STRIPE_SUBSCRIPTION_STATUS_ORDER)
 DEFAULT_GRANTING_STATUSES = frozenset({"active", "trialing", "past_due"})
 
 # What a STALE_DATABASE_STATUS fix writes; any other Stripe status becomes CANCELLED.

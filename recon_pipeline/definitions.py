@@ -1,0 +1,90 @@
+"""The code location: `defs` is what `dagster dev` and `workspace.yaml` load (SPEC §10).
+
+Settings are read and validated once, here: a bad value stops the location from loading with a
+message naming the variable. Secrets are bound as `EnvVar`s so their values never enter run
+config, the UI or the event log.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from recon_pipeline.defs.assets.apply import build_apply_assets
+from recon_pipeline.defs.assets.reconcile import build_drift_asset
+from recon_pipeline.defs.assets.snapshots import build_snapshot_assets
+from recon_pipeline.defs.io_managers import FrameStoreIOManager
+from recon_pipeline.defs.jobs import RECONCILIATION_JOB, reconciliation_job
+from recon_pipeline.defs.partitions import daily_partitions
+from recon_pipeline.defs.resources import (
+    DiscordResource,
+    MembershipDbResource,
+    ReconciliationPolicyResource,
+    StripeResource,
+)
+from recon_pipeline.defs.schedules import build_daily_schedule
+from recon_pipeline.settings import Settings, load_settings
+
+
+def _env_or(name: str, default: str | None) -> str | dg.EnvVar:
+    """The variable itself when set (a possible secret stays out of config), else the default."""
+    if os.environ.get(name, "").strip():
+        return dg.EnvVar(name)
+    return default or ""
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    database_url = _env_or("DATABASE_URL", settings.DATABASE_URL)
+    return {
+        "membership_db": MembershipDbResource(database_url=database_url),
+        "io_manager": FrameStoreIOManager(database_url=database_url),
+        "stripe": StripeResource(
+            secret_key=dg.EnvVar("STRIPE_SECRET_KEY"), api_base=settings.STRIPE_API_BASE
+        ),
+        "discord": DiscordResource(
+            bot_token=dg.EnvVar("DISCORD_BOT_TOKEN"),
+            guild_id=settings.DISCORD_GUILD_ID or "",
+            api_base=settings.DISCORD_API_BASE,
+        ),
+        "policy": ReconciliationPolicyResource(
+            squire_role=settings.DISCORD_ROLE_SQUIRE,
+            knight_role=settings.DISCORD_ROLE_KNIGHT,
+            lord_role=settings.DISCORD_ROLE_LORD,
+            debtor_role=settings.DISCORD_ROLE_DEBTOR,
+            granting_statuses=list(settings.RECONCILIATION_GRANTING_STATUSES),
+            exempt_discord_ids=list(settings.RECONCILIATION_EXEMPT_DISCORD_IDS),
+            auto_fix=settings.RECONCILIATION_AUTO_FIX,
+            guard_floor=settings.RECONCILIATION_GUARD_FLOOR,
+            guard_fraction=settings.RECONCILIATION_GUARD_FRACTION,
+            timezone=settings.RECONCILIATION_TIMEZONE,
+        ),
+    }
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions = daily_partitions(settings.RECONCILIATION_TIMEZONE)
+    return dg.Definitions(
+        assets=[
+            *build_snapshot_assets(partitions),
+            build_drift_asset(partitions),
+            *build_apply_assets(partitions),
+        ],
+        jobs=[reconciliation_job],
+        schedules=[
+            build_daily_schedule(
+                hour=settings.RECONCILIATION_HOUR,
+                timezone=settings.RECONCILIATION_TIMEZONE,
+                paused=settings.RECONCILIATION_PAUSED,
+            )
+        ],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(load_settings())
+
+
+def get_reconciliation_job() -> dg.JobDefinition:
+    """For `dg.reconstructable`: the job rebuilt from this module in every step process."""
+    return defs.resolve_job_def(RECONCILIATION_JOB)

@@ -1,0 +1,96 @@
+"""The drift issue table: the engine run over one day's snapshots."""
+
+import dagster as dg
+import pandas as pd
+
+from recon_pipeline.defs.assets.snapshots import GROUP
+from recon_pipeline.defs.resources import ReconciliationPolicyResource
+from recon_pipeline.domain.columns import IssueCol
+from recon_pipeline.domain.drift import find_drift_issues
+from recon_pipeline.domain.policy import RoleResolutionError
+from recon_pipeline.domain.report import RunSummary
+
+PREVIEW_ROWS = 25
+
+_COLUMN_DOCS = {
+    IssueCol.TYPE: "MISSING_ACCESS, UNAUTHORIZED_ACCESS, ROLE_MISMATCH, DEBTOR_MISMATCH, "
+    "ORPHANED_ACCESS, NOT_IN_GUILD or STALE_DATABASE_STATUS",
+    IssueCol.SEVERITY: "HIGH, MEDIUM or LOW",
+    IssueCol.MEMBER_ID: "Member.id (empty for orphaned accounts and team statuses)",
+    IssueCol.TEAM_ID: "Team.id of the member's team, or of a stale team status",
+    IssueCol.DISCORD_ID: "the Discord account",
+    IssueCol.DESCRIPTION: "what was expected and what was found",
+    IssueCol.STRIPE_STATUS: "status of the billing customer's reported subscription",
+    IssueCol.DATABASE_STATUS: "the cached status column that governs the member",
+    IssueCol.DISCORD_ROLES: "managed roles held",
+    IssueCol.EXPECTED_ROLE: "the managed role the policy expects",
+    IssueCol.ROLES_TO_ADD: "roles a fix adds",
+    IssueCol.ROLES_TO_REMOVE: "roles a fix removes",
+    IssueCol.STATUS_FIX: "status a fix writes (STALE_DATABASE_STATUS)",
+    IssueCol.TEAM_NAME: "Team.name",
+}
+_TUPLES = {IssueCol.DISCORD_ROLES, IssueCol.ROLES_TO_ADD, IssueCol.ROLES_TO_REMOVE}
+DRIFT_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn(c, "list" if c in _TUPLES else "string", description=_COLUMN_DOCS[c])
+        for c in IssueCol.ALL
+    ]
+)
+
+
+def preview_markdown(issues: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
+    shown = issues.head(rows)[
+        [
+            IssueCol.TYPE,
+            IssueCol.SEVERITY,
+            IssueCol.MEMBER_ID,
+            IssueCol.DISCORD_ID,
+            IssueCol.DESCRIPTION,
+        ]
+    ]
+    shown = shown.astype(object).where(shown.notna(), "")
+    more = f"\n\n… and {len(issues) - rows} more" if len(issues) > rows else ""
+    return (shown.to_markdown(index=False) if len(shown) else "No drift.") + more
+
+
+def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"pandas"},
+        metadata={"dagster/column_schema": DRIFT_SCHEMA},
+    )
+    def drift_issues(
+        membership_members: pd.DataFrame,
+        membership_teams: pd.DataFrame,
+        stripe_subscriptions: pd.DataFrame,
+        discord_member_roles: pd.DataFrame,
+        discord_roles: pd.DataFrame,
+        policy: ReconciliationPolicyResource,
+    ) -> dg.MaterializeResult:
+        """One row per drift issue: who should hold which role, who holds it, which cached
+        status is stale (SPEC §4). Computed from the day's stored snapshots only."""
+        try:
+            issues = find_drift_issues(
+                members=membership_members,
+                teams=membership_teams,
+                subscriptions=stripe_subscriptions,
+                guild_member_roles=discord_member_roles,
+                guild_roles=discord_roles,
+                policy=policy.access_policy(),
+            )
+        except RoleResolutionError as exc:
+            raise dg.Failure(description=f"Discord roles cannot be matched: {exc}") from None
+        summary = RunSummary.of(issues)
+        return dg.MaterializeResult(
+            value=issues,
+            metadata={
+                "dagster/row_count": len(issues),
+                "by_type": dg.MetadataValue.json(summary.by_type),
+                "by_severity": dg.MetadataValue.json(summary.by_severity),
+                "high_severity": summary.by_severity.get("HIGH", 0),
+                "preview": dg.MetadataValue.md(preview_markdown(issues)),
+            },
+        )
+
+    return drift_issues

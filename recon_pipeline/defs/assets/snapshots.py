@@ -1,0 +1,165 @@
+"""Snapshot assets: today's state of the membership database, Stripe and Discord.
+
+Only today's partition can be snapshotted: the outside systems have no history, so a past day's
+snapshot would silently be today's data filed under the wrong date.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from recon_pipeline.clients.discord import DiscordError
+from recon_pipeline.clients.membership_db import load_members, load_teams
+from recon_pipeline.clients.stripe import StripeSnapshotError
+from recon_pipeline.defs.partitions import local_day
+from recon_pipeline.defs.resources import (
+    DiscordResource,
+    MembershipDbResource,
+    ReconciliationPolicyResource,
+    StripeResource,
+)
+from recon_pipeline.domain.columns import GuildMemberRoleCol
+from recon_pipeline.domain.fixes import count_role_holders
+from recon_pipeline.domain.policy import RoleResolutionError, resolve_managed_role_ids
+
+GROUP = "membership_recon"
+
+
+def refuse_past_day(context: dg.AssetExecutionContext, timezone: str) -> None:
+    today = local_day(timezone)
+    if context.partition_key != today:
+        raise dg.Failure(
+            description=(
+                f"Cannot snapshot {context.partition_key}: Stripe and Discord can only be read "
+                f"as they are now, and today is {today} ({timezone}). To recompute a past "
+                "day's drift table from its stored snapshots, backfill drift_issues (and what "
+                "follows it) without selecting the snapshot assets."
+            ),
+            metadata={"requested": context.partition_key, "today": today},
+            allow_retries=False,
+        )
+
+
+def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.multi_asset(
+        outs={
+            "membership_members": dg.AssetOut(
+                description="Every `Member` row (the columns the policy reads).",
+                group_name=GROUP,
+                kinds={"pandas"},
+            ),
+            "membership_teams": dg.AssetOut(
+                description="Every `Team` row.", group_name=GROUP, kinds={"pandas"}
+            ),
+        },
+        partitions_def=partitions,
+        can_subset=False,
+    )
+    def membership_snapshot(
+        context: dg.AssetExecutionContext,
+        membership_db: MembershipDbResource,
+        policy: ReconciliationPolicyResource,
+    ):
+        """Members and teams, read in one transaction so they agree with each other."""
+        refuse_past_day(context, policy.timezone)
+        with membership_db.engine() as engine, engine.begin() as conn:
+            members = load_members(conn)
+            teams = load_teams(conn)
+        linked = int(members["discord_id"].notna().sum())
+        yield dg.Output(
+            members,
+            output_name="membership_members",
+            metadata={"dagster/row_count": len(members), "linked_to_discord": linked},
+        )
+        yield dg.Output(
+            teams, output_name="membership_teams", metadata={"dagster/row_count": len(teams)}
+        )
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"stripe"},
+        description="Every Stripe subscription of every status (`status=all`), all pages.",
+    )
+    def stripe_subscriptions(
+        context: dg.AssetExecutionContext,
+        stripe: StripeResource,
+        policy: ReconciliationPolicyResource,
+    ) -> dg.MaterializeResult:
+        refuse_past_day(context, policy.timezone)
+        with stripe.client() as billing:
+            try:
+                subscriptions = billing.list_subscriptions()
+            except StripeSnapshotError as exc:
+                raise dg.Failure(
+                    description=f"Stripe snapshot incomplete, so no fix will be applied: {exc}"
+                ) from None
+        return dg.MaterializeResult(
+            value=subscriptions,
+            metadata={
+                **billing.stats.as_metadata(),
+                "dagster/row_count": len(subscriptions),
+                "customers": int(subscriptions["customer_id"].nunique()),
+                "by_status": dg.MetadataValue.json(
+                    subscriptions["status"].value_counts().sort_index().to_dict()
+                ),
+            },
+        )
+
+    @dg.multi_asset(
+        outs={
+            "discord_roles": dg.AssetOut(
+                description="The guild's roles (id, name, position, managed).",
+                group_name=GROUP,
+                kinds={"discord"},
+            ),
+            "discord_member_roles": dg.AssetOut(
+                description="Each guild account and each role it holds (one row per pair; "
+                "an account holding no role has one row with no role).",
+                group_name=GROUP,
+                kinds={"discord"},
+            ),
+        },
+        partitions_def=partitions,
+        can_subset=False,
+    )
+    def discord_snapshot(
+        context: dg.AssetExecutionContext,
+        discord: DiscordResource,
+        policy: ReconciliationPolicyResource,
+    ):
+        """Roles and member roles; a managed role missing from the guild fails the snapshot."""
+        refuse_past_day(context, policy.timezone)
+        with discord.client() as client:
+            try:
+                roles = client.guild_roles()
+                managed = resolve_managed_role_ids(roles, policy.managed_roles())
+                member_roles = client.guild_member_roles()
+            except RoleResolutionError as exc:
+                raise dg.Failure(
+                    description=f"Discord roles cannot be matched, so no fix will be applied: {exc}"
+                ) from None
+            except DiscordError as exc:
+                raise dg.Failure(
+                    description=f"Discord snapshot incomplete, so no fix will be applied: {exc}"
+                ) from None
+        accounts = member_roles[GuildMemberRoleCol.DISCORD_ID].nunique()
+        yield dg.Output(
+            roles, output_name="discord_roles", metadata={"dagster/row_count": len(roles)}
+        )
+        yield dg.Output(
+            member_roles,
+            output_name="discord_member_roles",
+            metadata={
+                "dagster/row_count": len(member_roles),
+                "accounts": int(accounts),
+                "managed_role_holders": count_role_holders(member_roles, set(managed)),
+                "bots": int(_bots(member_roles)),
+            },
+        )
+
+    return [membership_snapshot, stripe_subscriptions, discord_snapshot]
+
+
+def _bots(member_roles: pd.DataFrame) -> int:
+    bots = member_roles[member_roles[GuildMemberRoleCol.IS_BOT]]
+    return bots[GuildMemberRoleCol.DISCORD_ID].nunique()

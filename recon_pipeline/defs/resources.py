@@ -1,0 +1,99 @@
+"""Resources: typed clients for the three systems, and the reconciliation policy.
+
+Secrets reach them only through `dg.EnvVar`, so run config, the UI and the event log hold the
+variable's name, never its value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import ConfigDict, Field
+
+from recon_pipeline.clients.discord import DiscordClient
+from recon_pipeline.clients.membership_db import ensure_pipeline_tables, parse_database_url
+from recon_pipeline.clients.stripe import StripeBilling
+from recon_pipeline.domain.fixes import GuardPolicy
+from recon_pipeline.domain.policy import AccessPolicy, ManagedRoles
+
+
+def open_engine(database_url: str) -> sa.Engine:
+    """An engine for DATABASE_URL with the pipeline's own tables in place."""
+    target = parse_database_url(database_url)
+    if target.url.get_backend_name() == "sqlite" and target.url.database:
+        Path(target.url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = target.create_engine()
+    ensure_pipeline_tables(engine)
+    return engine
+
+
+class MembershipDbResource(dg.ConfigurableResource):
+    """The membership database: the app's `"Member"`, `"Team"` and `"ReconciliationRun"`."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    database_url: str = Field(description="DATABASE_URL (may hold a password: set via env)")
+
+    @contextmanager
+    def engine(self) -> Iterator[sa.Engine]:
+        engine = open_engine(self.database_url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+class StripeResource(dg.ConfigurableResource):
+    """Stripe, read only: every subscription of every status."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    secret_key: str = Field(description="STRIPE_SECRET_KEY")
+    api_base: str = Field(description="STRIPE_API_BASE, without /v1")
+
+    def client(self) -> StripeBilling:
+        return StripeBilling(self.secret_key, api_base=self.api_base)
+
+
+class DiscordResource(dg.ConfigurableResource):
+    """The community's Discord server, through the bot."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    bot_token: str = Field(description="DISCORD_BOT_TOKEN")
+    guild_id: str = Field(description="DISCORD_GUILD_ID")
+    api_base: str = Field(description="DISCORD_API_BASE, with the version path")
+
+    def client(self) -> DiscordClient:
+        return DiscordClient(
+            bot_token=self.bot_token, guild_id=self.guild_id, api_base=self.api_base
+        )
+
+
+class ReconciliationPolicyResource(dg.ConfigurableResource):
+    """Who should hold which role, and how fixes are allowed (RECONCILIATION_* settings)."""
+
+    squire_role: str = Field(description="DISCORD_ROLE_SQUIRE")
+    knight_role: str = Field(description="DISCORD_ROLE_KNIGHT")
+    lord_role: str = Field(description="DISCORD_ROLE_LORD")
+    debtor_role: str = Field(description="DISCORD_ROLE_DEBTOR")
+    granting_statuses: list[str] = Field(description="RECONCILIATION_GRANTING_STATUSES")
+    exempt_discord_ids: list[str] = Field(description="RECONCILIATION_EXEMPT_DISCORD_IDS")
+    auto_fix: bool = Field(description="RECONCILIATION_AUTO_FIX: fix unless a run says otherwise")
+    guard_floor: int = Field(description="RECONCILIATION_GUARD_FLOOR")
+    guard_fraction: float = Field(description="RECONCILIATION_GUARD_FRACTION")
+    timezone: str = Field(description="RECONCILIATION_TIMEZONE")
+
+    def access_policy(self) -> AccessPolicy:
+        return AccessPolicy(
+            roles=self.managed_roles(),
+            granting_statuses=frozenset(self.granting_statuses),
+            exempt_discord_ids=frozenset(self.exempt_discord_ids),
+        )
+
+    def managed_roles(self) -> ManagedRoles:
+        return ManagedRoles(self.squire_role, self.knight_role, self.lord_role, self.debtor_role)
+
+    def guard_policy(self) -> GuardPolicy:
+        return GuardPolicy(floor=self.guard_floor, fraction=self.guard_fraction)

@@ -1,0 +1,231 @@
+"""Fix planning (SPEC §5): issue table → one action per role change or status write, the
+blast-radius guard, and each issue's outcome once the actions have run.
+
+Pure functions over frames; the caller performs the actions and hands back their results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from recon_pipeline.domain.columns import GuildMemberRoleCol, IssueCol, require_columns
+from recon_pipeline.domain.policy import DriftType
+
+
+class ActionKind(StrEnum):
+    ADD_ROLE = "add_role"
+    REMOVE_ROLE = "remove_role"
+    SET_STATUS = "set_status"
+
+
+class Outcome(StrEnum):
+    """What happened to an issue (or one of its actions) in a run."""
+
+    FIXED = "fixed"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # a fix exists but was deliberately not applied; the reason says why
+    NOT_ATTEMPTED = "not_attempted"  # no fix exists, or the run stopped before reaching it
+
+
+class ActionCol:
+    """One planned action: a single Discord role change or a single status-column write."""
+
+    ISSUE = "issue"  # row position of the issue in the drift issue table
+    KEY = "action_key"  # stable across re-executions of the same run
+    KIND = "action"
+    TYPE = "issue_type"
+    MEMBER_ID = "member_id"
+    TEAM_ID = "team_id"
+    DISCORD_ID = "discord_id"
+    VALUE = "value"  # role name, or the status written
+    REMOVAL_ONLY = "removal_only"  # the issue's fix only takes roles away (guarded)
+
+    ALL = (ISSUE, KEY, KIND, TYPE, MEMBER_ID, TEAM_ID, DISCORD_ID, VALUE, REMOVAL_ONLY)
+
+
+class ResultCol:
+    """The result of one action, as the applier reports it."""
+
+    KEY = ActionCol.KEY
+    OUTCOME = "outcome"
+    DETAIL = "detail"  # error text for failed, reason for skipped / not attempted
+
+    ALL = (KEY, OUTCOME, DETAIL)
+
+
+class OutcomeCol:
+    """Columns added to the drift issue table once fixing is done."""
+
+    OUTCOME = "outcome"
+    OUTCOME_DETAIL = "outcome_detail"
+    ACTIONS_TAKEN = "actions_taken"  # tuple of "add_role Knight" / "set_status ACTIVE" done
+
+    ALL = (OUTCOME, OUTCOME_DETAIL, ACTIONS_TAKEN)
+
+
+# Fixes that only take roles away: the ones the blast-radius guard holds back.
+REMOVAL_ONLY_TYPES = frozenset({DriftType.UNAUTHORIZED_ACCESS, DriftType.ORPHANED_ACCESS})
+REPORT_ONLY_TYPES = frozenset({DriftType.NOT_IN_GUILD})
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """Removals above both `floor` and `fraction` × holders trip the guard."""
+
+    floor: int = 5
+    fraction: float = 0.25
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    planned_removals: int
+    holders: int
+    floor: int
+    fraction: float
+    overridden: bool = False
+
+    @property
+    def limit(self) -> int:
+        """The most removals a run may apply without tripping the guard."""
+        return max(self.floor, math.floor(self.fraction * self.holders))
+
+    @property
+    def tripped(self) -> bool:
+        return (
+            self.planned_removals > self.floor
+            and self.planned_removals > self.fraction * self.holders
+        )
+
+    @property
+    def blocks_removals(self) -> bool:
+        return self.tripped and not self.overridden
+
+    def describe(self) -> str:
+        numbers = (
+            f"{self.planned_removals} planned removal(s), limit {self.limit} "
+            f"(floor {self.floor}, {self.fraction:g} × {self.holders} role holders)"
+        )
+        if not self.tripped:
+            return f"guard not tripped: {numbers}"
+        if self.overridden:
+            return f"guard tripped but overridden for this run: {numbers}"
+        return f"guard tripped, removals held back: {numbers}"
+
+
+def count_role_holders(guild_member_roles: pd.DataFrame, managed_role_ids: set[str]) -> int:
+    """Guild accounts holding at least one managed role."""
+    require_columns(guild_member_roles, GuildMemberRoleCol.ALL, "guild member roles")
+    holds = guild_member_roles[GuildMemberRoleCol.ROLE_ID].isin(list(managed_role_ids))
+    return int(guild_member_roles.loc[holds, GuildMemberRoleCol.DISCORD_ID].nunique())
+
+
+def evaluate_guard(
+    issues: pd.DataFrame, holders: int, policy: GuardPolicy, *, override: bool = False
+) -> GuardDecision:
+    """Count the accounts whose fix only removes roles and decide whether the guard trips."""
+    removals = int(issues[IssueCol.TYPE].isin(list(REMOVAL_ONLY_TYPES)).sum())
+    return GuardDecision(removals, holders, policy.floor, policy.fraction, overridden=override)
+
+
+def plan_fix_actions(issues: pd.DataFrame) -> pd.DataFrame:
+    """One row per action: each role to add, each role to remove, each status to write.
+
+    Removals come before additions within an issue, so a swap never leaves two member roles.
+    """
+    require_columns(issues, IssueCol.ALL, "drift issues")
+    frame = issues.reset_index(drop=True)
+    parts = []
+    for kind, column in ((ActionKind.REMOVE_ROLE, IssueCol.ROLES_TO_REMOVE),
+                         (ActionKind.ADD_ROLE, IssueCol.ROLES_TO_ADD)):  # fmt: skip
+        roles = frame[column].map(lambda v: tuple(v) if isinstance(v, (tuple, list)) else ())
+        exploded = roles.explode().dropna()
+        parts.append(_actions(frame, exploded.index.to_numpy(), kind, exploded.to_numpy()))
+    stale = frame[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS
+    rows = np.flatnonzero(stale.to_numpy())
+    parts.append(
+        _actions(frame, rows, ActionKind.SET_STATUS, frame[IssueCol.STATUS_FIX].to_numpy()[rows])
+    )
+    actions = pd.concat(parts, ignore_index=True)
+    order = {ActionKind.REMOVE_ROLE: 0, ActionKind.ADD_ROLE: 1, ActionKind.SET_STATUS: 2}
+    actions["_order"] = actions[ActionCol.KIND].map(order)
+    actions = actions.sort_values([ActionCol.ISSUE, "_order", ActionCol.VALUE], kind="stable")
+    return actions.drop(columns="_order").reset_index(drop=True)
+
+
+def _actions(frame: pd.DataFrame, rows: np.ndarray, kind: ActionKind, values: np.ndarray):
+    picked = frame.iloc[rows]
+    subject = (
+        picked[IssueCol.MEMBER_ID]
+        .fillna("team:" + picked[IssueCol.TEAM_ID])
+        .fillna("discord:" + picked[IssueCol.DISCORD_ID])
+    )
+    values = pd.Series(values, index=picked.index, dtype="str")
+    return pd.DataFrame(
+        {
+            ActionCol.ISSUE: rows.astype("int64"),
+            ActionCol.KEY: picked[IssueCol.TYPE] + "|" + subject + "|" + kind.value + "|" + values,
+            ActionCol.KIND: kind.value,
+            ActionCol.TYPE: picked[IssueCol.TYPE],
+            ActionCol.MEMBER_ID: picked[IssueCol.MEMBER_ID],
+            ActionCol.TEAM_ID: picked[IssueCol.TEAM_ID],
+            ActionCol.DISCORD_ID: picked[IssueCol.DISCORD_ID],
+            ActionCol.VALUE: values,
+            ActionCol.REMOVAL_ONLY: picked[IssueCol.TYPE].isin(list(REMOVAL_ONLY_TYPES)),
+        },
+        columns=list(ActionCol.ALL),
+    ).astype(
+        {c: "str" for c in ActionCol.ALL if c not in (ActionCol.ISSUE, ActionCol.REMOVAL_ONLY)}
+    )
+
+
+def skipped_results(actions: pd.DataFrame, outcome: Outcome, detail: str) -> pd.DataFrame:
+    """The same outcome and reason for every action in `actions`."""
+    return pd.DataFrame(
+        {
+            ResultCol.KEY: actions[ActionCol.KEY].to_numpy(),
+            ResultCol.OUTCOME: outcome.value,
+            ResultCol.DETAIL: detail,
+        },
+        columns=list(ResultCol.ALL),
+    ).astype("str")
+
+
+def issue_outcomes(
+    issues: pd.DataFrame, actions: pd.DataFrame, results: pd.DataFrame
+) -> pd.DataFrame:
+    """The issue table with `OutcomeCol` columns, from its actions' results.
+
+    An issue is fixed when all its actions were, failed when any failed, otherwise skipped or
+    not attempted as its actions were; an issue with no action (report only) is not attempted.
+    """
+    frame = issues.reset_index(drop=True).copy()
+    merged = actions.merge(results, on=ResultCol.KEY, how="left", validate="one_to_one")
+    merged[ResultCol.OUTCOME] = merged[ResultCol.OUTCOME].fillna(Outcome.NOT_ATTEMPTED.value)
+    merged[ResultCol.DETAIL] = merged[ResultCol.DETAIL].fillna("")
+    rank = {Outcome.FAILED: 0, Outcome.SKIPPED: 1, Outcome.NOT_ATTEMPTED: 2, Outcome.FIXED: 3}
+    merged["_rank"] = merged[ResultCol.OUTCOME].map(rank)
+    worst = merged.sort_values(["_rank"], kind="stable").drop_duplicates(ActionCol.ISSUE)
+    worst = worst.set_index(ActionCol.ISSUE)
+
+    done = merged[merged[ResultCol.OUTCOME] == Outcome.FIXED]
+    taken = (done[ActionCol.KIND] + " " + done[ActionCol.VALUE]).groupby(done[ActionCol.ISSUE])
+    taken = taken.agg(tuple)
+
+    positions = pd.RangeIndex(len(frame))
+    frame[OutcomeCol.OUTCOME] = (
+        worst[ResultCol.OUTCOME].reindex(positions).fillna(Outcome.NOT_ATTEMPTED.value).to_numpy()
+    )
+    no_fix = "report only: nothing to fix"
+    frame[OutcomeCol.OUTCOME_DETAIL] = (
+        worst[ResultCol.DETAIL].reindex(positions).fillna(no_fix).to_numpy()
+    )
+    frame[OutcomeCol.ACTIONS_TAKEN] = (
+        taken.reindex(positions).map(lambda v: v if isinstance(v, tuple) else ()).to_numpy()
+    )
+    frame = frame.astype({OutcomeCol.OUTCOME: "str", OutcomeCol.OUTCOME_DETAIL: "str"})
+    return frame

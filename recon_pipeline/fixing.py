@@ -1,0 +1,145 @@
+"""Carry out planned fix actions (SPEC §5): one Discord call per role change, one UPDATE per
+stale status, each result recorded durably before the next action starts.
+
+Recording each result as it happens is what makes a re-executed run safe: an action already
+recorded as fixed under the same scope (the first run of a re-execution chain) is not repeated.
+One member's failure never stops the others; only errors that make every further call futile
+(Discord blocking the bot, a managed role that vanished, a role the bot may not manage) stop
+the calls they would doom, and those actions say why they were not attempted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pandas as pd
+import sqlalchemy as sa
+
+from recon_pipeline.clients.discord import (
+    DiscordBlockedError,
+    DiscordError,
+    MissingPermissionsError,
+    UnknownMemberError,
+    UnknownRoleError,
+)
+from recon_pipeline.clients.membership_db import (
+    fixed_action_keys,
+    record_fix_action,
+    write_cached_status,
+)
+from recon_pipeline.domain.fixes import ActionCol, ActionKind, Outcome, ResultCol
+
+_log = logging.getLogger(__name__)
+
+
+class RoleWriter(Protocol):
+    """What the fixer needs of a Discord client."""
+
+    def add_role(self, user_id: str, role_id: str, *, reason: str) -> None: ...
+
+    def remove_role(self, user_id: str, role_id: str, *, reason: str) -> None: ...
+
+
+@dataclass
+class FixRun:
+    """The context of one run's fixes."""
+
+    scope_id: str  # the run whose fixes these are (the root run of a re-execution chain)
+    audit_reason: str  # sent with every role change, names the run
+    role_ids: dict[str, str]  # managed role name → Discord role id
+    stopped: str | None = None  # why every further Discord call is futile
+    unwritable_roles: dict[str, str] = field(default_factory=dict)  # role name → why
+
+
+def apply_actions(
+    actions: pd.DataFrame,
+    *,
+    discord: RoleWriter,
+    engine: sa.Engine,
+    run: FixRun,
+) -> pd.DataFrame:
+    """Perform `actions` (rows of `ActionCol`) and return one `ResultCol` row per action."""
+    with engine.connect() as conn:
+        already = fixed_action_keys(conn, run.scope_id)
+    results = []
+    for action in actions.itertuples(index=False):
+        row = action._asdict()
+        key = row[ActionCol.KEY]
+        if key in already:
+            outcome, detail = Outcome.FIXED, "already applied earlier in this run"
+        else:
+            outcome, detail = _perform(row, discord=discord, engine=engine, run=run)
+            if outcome in (Outcome.FIXED, Outcome.FAILED):
+                with engine.begin() as conn:
+                    record_fix_action(conn, run.scope_id, _action_row(row, outcome, detail))
+        results.append((key, outcome.value, detail))
+    return pd.DataFrame(results, columns=list(ResultCol.ALL)).astype("str")
+
+
+def _perform(
+    action: dict[str, object], *, discord: RoleWriter, engine: sa.Engine, run: FixRun
+) -> tuple[Outcome, str]:
+    kind = action[ActionCol.KIND]
+    if kind == ActionKind.SET_STATUS:
+        return _write_status(action, engine)
+    role = str(action[ActionCol.VALUE])
+    if run.stopped:
+        return Outcome.NOT_ATTEMPTED, f"not attempted: {run.stopped}"
+    if role in run.unwritable_roles:
+        return Outcome.NOT_ATTEMPTED, f"not attempted: {run.unwritable_roles[role]}"
+    call = discord.add_role if kind == ActionKind.ADD_ROLE else discord.remove_role
+    try:
+        call(str(action[ActionCol.DISCORD_ID]), run.role_ids[role], reason=run.audit_reason)
+    except UnknownMemberError:
+        return Outcome.FAILED, "the account is no longer in the server (Discord 10007)"
+    except UnknownRoleError:
+        run.unwritable_roles[role] = f"role {role!r} no longer exists in the server"
+        return Outcome.FAILED, f"role {role!r} no longer exists in the server (Discord 10011)"
+    except MissingPermissionsError as exc:
+        why = (
+            f"the bot may not manage role {role!r} (Discord {exc.code}: check the bot's "
+            "Manage Roles permission and that its own role sits above this one)"
+        )
+        run.unwritable_roles[role] = why
+        return Outcome.FAILED, why
+    except DiscordBlockedError as exc:
+        run.stopped = f"Discord blocked the bot's requests ({exc})"
+        _log.error("stopping fixes: %s", run.stopped)
+        return Outcome.FAILED, run.stopped
+    except DiscordError as exc:
+        return Outcome.FAILED, f"Discord error: {exc}"
+    return Outcome.FIXED, ""
+
+
+def _write_status(action: dict[str, object], engine: sa.Engine) -> tuple[Outcome, str]:
+    status = str(action[ActionCol.VALUE])
+    team_id = action[ActionCol.TEAM_ID]
+    member_id = action[ActionCol.MEMBER_ID]
+    subject = {"team_id": str(team_id)} if pd.notna(team_id) else {"member_id": str(member_id)}
+    try:
+        with engine.begin() as conn:
+            changed = write_cached_status(conn, status=status, **subject)
+    except sa.exc.SQLAlchemyError as exc:
+        return Outcome.FAILED, f"database error: {type(exc).__name__}: {exc.orig or exc}"
+    if not changed:
+        return Outcome.FAILED, f"no such {next(iter(subject)).removesuffix('_id')} in the database"
+    return Outcome.FIXED, ""
+
+
+def _action_row(action: dict[str, object], outcome: Outcome, detail: str) -> dict[str, object]:
+    def text(value: object) -> str | None:
+        return None if value is None or pd.isna(value) else str(value)
+
+    return {
+        "action_key": action[ActionCol.KEY],
+        "issue_type": action[ActionCol.TYPE],
+        "member_id": text(action[ActionCol.MEMBER_ID]),
+        "team_id": text(action[ActionCol.TEAM_ID]),
+        "discord_id": text(action[ActionCol.DISCORD_ID]),
+        "action": action[ActionCol.KIND],
+        "value": action[ActionCol.VALUE],
+        "outcome": outcome.value,
+        "error": detail or None,
+    }
