@@ -27,7 +27,13 @@ _INSTANCE_YAML = """\
 # Local instance of the embedded default (SQLite under this folder).
 telemetry:
   enabled: false
+concurrency:
+  pools:
+    # recon_fixes: only one run applies fixes at a time (SPEC §6)
+    default_limit: 1
 """
+# What a run cannot start without; each is named when missing.
+_REQUIRED_FOR_A_RUN = ("STRIPE_SECRET_KEY", "DISCORD_BOT_TOKEN", "DISCORD_GUILD_ID")
 
 
 def _db_init(_: argparse.Namespace) -> int:
@@ -119,6 +125,14 @@ def print_run_report(run_id: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     load_settings()  # refuse bad settings before anything starts
+    missing = [name for name in _REQUIRED_FOR_A_RUN if not os.environ.get(name, "").strip()]
+    if missing:
+        print(
+            f"recon-pipeline: {', '.join(missing)} must be set to run reconciliation_job "
+            "(see .env.example; `recon-pipeline sandbox` prints values for the local emulators)",
+            file=sys.stderr,
+        )
+        return 2
     _ensure_dagster_home(DEFAULT_DAGSTER_HOME)
     succeeded, run_id = launch_reconciliation(
         auto_fix=True if args.auto_fix else None,
@@ -285,6 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, DatabaseUrlError) as exc:
         print(f"recon-pipeline: {exc}", file=sys.stderr)
         return 2
+    except sa.exc.OperationalError as exc:
+        print(
+            f"recon-pipeline: the membership database is unreachable: {exc.orig}", file=sys.stderr
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import dagster as dg
 from recon_pipeline.defs.assets.apply import build_apply_assets
 from recon_pipeline.defs.assets.reconcile import build_drift_asset
 from recon_pipeline.defs.assets.snapshots import build_snapshot_assets
+from recon_pipeline.defs.hooks import record_failed_runs_sensor
 from recon_pipeline.defs.io_managers import FrameStoreIOManager
 from recon_pipeline.defs.jobs import RECONCILIATION_JOB, reconciliation_job
 from recon_pipeline.defs.partitions import daily_partitions
@@ -78,6 +79,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 paused=settings.RECONCILIATION_PAUSED,
             )
         ],
+        sensors=[record_failed_runs_sensor],
         resources=build_resources(settings),
     )
 

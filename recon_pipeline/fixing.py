@@ -1,11 +1,13 @@
 """Carry out planned fix actions (SPEC §5): one Discord call per role change, one UPDATE per
 stale status, each result recorded durably before the next action starts.
 
-Recording each result as it happens is what makes a re-executed run safe: an action already
-recorded as fixed under the same scope (the first run of a re-execution chain) is not repeated.
-One member's failure never stops the others; only errors that make every further call futile
-(Discord blocking the bot, a managed role that vanished, a role the bot may not manage) stop
-the calls they would doom, and those actions say why they were not attempted.
+Recording each result as it happens is what makes a re-executed run safe: when a run works
+from the snapshots of the run it re-executes, an action already recorded as fixed under the same
+scope (the first run of the chain) is not repeated. One member's failure never stops the others;
+within one issue, a failed action holds back the ones after it (a swap whose grant failed keeps
+its old role). Only errors that make every further call futile (Discord blocking the bot or
+rejecting its token, Discord unavailable again and again, a managed role that vanished, a role
+the bot may not manage) stop the calls they would doom, and those actions say why.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from recon_pipeline.clients.discord import (
+    DiscordAuthError,
     DiscordBlockedError,
     DiscordError,
+    DiscordUnavailableError,
     MissingPermissionsError,
     UnknownMemberError,
     UnknownRoleError,
@@ -32,6 +36,8 @@ from recon_pipeline.clients.membership_db import (
 from recon_pipeline.domain.fixes import ActionCol, ActionKind, Outcome, ResultCol
 
 _log = logging.getLogger(__name__)
+# Consecutive "Discord unavailable" failures (each already retried) after which the rest stop.
+MAX_CONSECUTIVE_UNAVAILABLE = 3
 
 
 class RoleWriter(Protocol):
@@ -49,8 +55,12 @@ class FixRun:
     scope_id: str  # the run whose fixes these are (the root run of a re-execution chain)
     audit_reason: str  # sent with every role change, names the run
     role_ids: dict[str, str]  # managed role name → Discord role id
+    # True when the snapshots come from an earlier run of the chain, whose recorded fixes are
+    # then already part of what this run plans; False when this run took fresh snapshots.
+    trust_recorded_fixes: bool = False
     stopped: str | None = None  # why every further Discord call is futile
     unwritable_roles: dict[str, str] = field(default_factory=dict)  # role name → why
+    consecutive_unavailable: int = 0
 
 
 def apply_actions(
@@ -61,19 +71,28 @@ def apply_actions(
     run: FixRun,
 ) -> pd.DataFrame:
     """Perform `actions` (rows of `ActionCol`) and return one `ResultCol` row per action."""
-    with engine.connect() as conn:
-        already = fixed_action_keys(conn, run.scope_id)
+    already: set[str] = set()
+    if run.trust_recorded_fixes:
+        with engine.connect() as conn:
+            already = fixed_action_keys(conn, run.scope_id)
     results = []
+    held_back: dict[int, str] = {}  # issue → why its remaining actions wait
     for action in actions.itertuples(index=False):
         row = action._asdict()
-        key = row[ActionCol.KEY]
+        key, issue = row[ActionCol.KEY], int(row[ActionCol.ISSUE])
         if key in already:
             outcome, detail = Outcome.FIXED, "already applied earlier in this run"
+        elif issue in held_back:
+            outcome, detail = Outcome.NOT_ATTEMPTED, held_back[issue]
         else:
             outcome, detail = _perform(row, discord=discord, engine=engine, run=run)
             if outcome in (Outcome.FIXED, Outcome.FAILED):
-                with engine.begin() as conn:
-                    record_fix_action(conn, run.scope_id, _action_row(row, outcome, detail))
+                _record(engine, run, row, outcome, detail)
+        if outcome != Outcome.FIXED:
+            held_back.setdefault(
+                issue,
+                f"not attempted: an earlier change for this issue did not go through ({detail})",
+            )
         results.append((key, outcome.value, detail))
     return pd.DataFrame(results, columns=list(ResultCol.ALL)).astype("str")
 
@@ -92,6 +111,17 @@ def _perform(
     call = discord.add_role if kind == ActionKind.ADD_ROLE else discord.remove_role
     try:
         call(str(action[ActionCol.DISCORD_ID]), run.role_ids[role], reason=run.audit_reason)
+        run.consecutive_unavailable = 0
+    except DiscordUnavailableError as exc:
+        run.consecutive_unavailable += 1
+        if run.consecutive_unavailable >= MAX_CONSECUTIVE_UNAVAILABLE:
+            run.stopped = f"Discord unavailable for {run.consecutive_unavailable} changes in a row"
+            _log.error("stopping fixes: %s", run.stopped)
+        return Outcome.FAILED, f"Discord unavailable: {exc}"
+    except DiscordAuthError as exc:
+        run.stopped = f"Discord rejected the bot token ({exc})"
+        _log.error("stopping fixes: %s", run.stopped)
+        return Outcome.FAILED, run.stopped
     except UnknownMemberError:
         return Outcome.FAILED, "the account is no longer in the server (Discord 10007)"
     except UnknownRoleError:
@@ -122,10 +152,26 @@ def _write_status(action: dict[str, object], engine: sa.Engine) -> tuple[Outcome
         with engine.begin() as conn:
             changed = write_cached_status(conn, status=status, **subject)
     except sa.exc.SQLAlchemyError as exc:
-        return Outcome.FAILED, f"database error: {type(exc).__name__}: {exc.orig or exc}"
+        return Outcome.FAILED, f"database error: {_db_error(exc)}"
     if not changed:
         return Outcome.FAILED, f"no such {next(iter(subject)).removesuffix('_id')} in the database"
     return Outcome.FIXED, ""
+
+
+def _record(
+    engine: sa.Engine, run: FixRun, action: dict[str, object], outcome: Outcome, detail: str
+) -> None:
+    # The change is already made; failing to note it must not stop the other members' fixes.
+    # Without the note a re-execution repeats the change, which Discord treats as a no-op.
+    try:
+        with engine.begin() as conn:
+            record_fix_action(conn, run.scope_id, _action_row(action, outcome, detail))
+    except sa.exc.SQLAlchemyError as exc:
+        _log.error("could not record fix %s: %s", action[ActionCol.KEY], _db_error(exc))
+
+
+def _db_error(exc: sa.exc.SQLAlchemyError) -> str:
+    return f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"
 
 
 def _action_row(action: dict[str, object], outcome: Outcome, detail: str) -> dict[str, object]:

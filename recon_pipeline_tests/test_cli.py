@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from recon_pipeline.domain.policy import DriftType
@@ -18,12 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _command(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
+    *args: str, cwd: Path, env: dict[str, str] | None = None, drop: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
+    """Run the command as an operator would; DAGSTER_HOME unset so the default is used."""
+    base = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", *drop)}
     return subprocess.run(
         [sys.executable, "-m", "recon_pipeline.cli", *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**base, **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
@@ -32,10 +35,7 @@ def _command(
 
 
 @pytest.fixture
-def pipeline(
-    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Pipeline]:
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+def pipeline(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
     with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as p:
         yield p
 
@@ -58,14 +58,17 @@ def test_run_uses_the_multiprocess_executor_and_fixes_with_auto_fix(
         fixing.stdout
     )
     assert len(pipeline.sandbox.discord.mutations) == ROLE_CHANGES
-    # every step ran in a process of its own
-    runs = pipeline.instance.get_runs()
-    assert len(runs) == 2
-    step_pids = {
-        entry.dagster_event.pid
-        for entry in pipeline.instance.all_logs(runs[0].run_id)
-        if entry.is_dagster_event and entry.dagster_event.step_key
-    }
+    # The runs went to the default instance in ./dagster_home, every step in its own process.
+    assert "telemetry" in (tmp_path / "dagster_home" / "dagster.yaml").read_text()
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 2
+        assert {run.tags["recon/triggered_by"] for run in runs} == {"manual"}
+        step_pids = {
+            entry.dagster_event.pid
+            for entry in instance.all_logs(runs[0].run_id)
+            if entry.is_dagster_event and entry.dagster_event.step_key
+        }
     assert len(step_pids) >= 3
 
 
@@ -78,6 +81,17 @@ def test_run_exits_non_zero_when_the_run_fails(pipeline: Pipeline, tmp_path: Pat
     assert ": failed" in result.stdout
     assert "Stripe snapshot incomplete" in result.stdout
     assert pipeline.sandbox.discord.mutations == []
+
+
+def test_run_names_the_missing_secrets_before_starting(tmp_path: Path) -> None:
+    result = _command(
+        "run", cwd=tmp_path, drop=("STRIPE_SECRET_KEY", "DISCORD_BOT_TOKEN", "DISCORD_GUILD_ID")
+    )
+
+    assert result.returncode == 2
+    assert "STRIPE_SECRET_KEY, DISCORD_BOT_TOKEN, DISCORD_GUILD_ID must be set" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "dagster_home").exists()
 
 
 def test_run_refuses_bad_settings_before_starting(tmp_path: Path) -> None:

@@ -199,3 +199,20 @@ def stored_row_count(conn: sa.Connection, frame_name: str, partition_key: str) -
             & (catalog_table.c.partition_key == partition_key)
         )
     ).scalar()
+
+
+def writer_runs(
+    conn: sa.Connection, frame_names: Sequence[str], partition_key: str
+) -> dict[str, str | None]:
+    """For each frame, the run that stored that day's rows (None when nothing is stored)."""
+    writers: dict[str, str | None] = dict.fromkeys(frame_names)
+    if not sa.inspect(conn).has_table(catalog_table.name):
+        return writers
+    rows = conn.execute(
+        sa.select(catalog_table.c.frame_name, catalog_table.c.run_id).where(
+            catalog_table.c.frame_name.in_(list(frame_names))
+            & (catalog_table.c.partition_key == partition_key)
+        )
+    )
+    writers.update({name: run_id for name, run_id in rows})
+    return writers

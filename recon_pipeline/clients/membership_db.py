@@ -368,11 +368,22 @@ def write_run_record(conn: sa.Connection, record: RunRecord) -> None:
     _upsert(conn, pipeline_run_table, record.pipeline_row())
 
 
-def write_failed_run_record(conn: sa.Connection, record: RunRecord) -> None:
+def write_failed_run_record(conn: sa.Connection, record: RunRecord, *, append: bool = True) -> None:
     """Record a failure: the `"ReconciliationRun"` row is kept if the run already wrote one,
-    else written from `record`; the pipeline's row says failed and why."""
+    else written from `record`. The pipeline's row says failed and why; with `append` a
+    failure already recorded there is kept and this one added, without it that row is kept."""
     _upsert(conn, reconciliation_run_table, record.app_row(), update=False)
-    _upsert(conn, pipeline_run_table, record.pipeline_row())
+    existing = conn.execute(
+        sa.select(pipeline_run_table.c.status, pipeline_run_table.c.failure).where(
+            pipeline_run_table.c.run_id == record.run_id
+        )
+    ).first()
+    row = record.pipeline_row()
+    if existing and existing.status == "failed" and existing.failure:
+        if not append or (record.failure or "") in existing.failure:
+            return
+        row["failure"] = f"{existing.failure}; {record.failure}"
+    _upsert(conn, pipeline_run_table, row)
 
 
 def read_run_record(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:
@@ -421,9 +432,20 @@ def _utcnow() -> dt.datetime:
 
 
 def ensure_pipeline_tables(engine: sa.Engine) -> None:
-    """Create whichever of the pipeline's own tables is missing (never the app's)."""
+    """Create whichever of the pipeline's own tables is missing (never the app's).
+
+    Steps of one run start in parallel processes; when two create the same table at once, the
+    loser's error is harmless as long as the table exists afterwards.
+    """
+    try:
+        _create_missing(engine, PIPELINE_TABLES)
+    except sa.exc.DBAPIError:
+        _create_missing(engine, PIPELINE_TABLES)
+
+
+def _create_missing(engine: sa.Engine, tables: tuple[sa.Table, ...]) -> None:
     with engine.begin() as conn:
         existing = set(sa.inspect(conn).get_table_names())
-        missing = [t for t in PIPELINE_TABLES if t.name not in existing]
+        missing = [t for t in tables if t.name not in existing]
         if missing:
             metadata.create_all(conn, tables=missing, checkfirst=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from recon_pipeline.defs.assets.snapshots import GROUP
-from recon_pipeline.defs.hooks import record_failed_run
 
 RECONCILIATION_JOB = "reconciliation_job"
 
@@ -15,5 +14,4 @@ reconciliation_job = dg.define_asset_job(
     description="Snapshot Stripe, the membership database and Discord; compute the drift "
     "table; fix it when auto-fix is on; record the run in ReconciliationRun.",
     tags={"recon/kind": "reconciliation"},
-    hooks={record_failed_run},
 )

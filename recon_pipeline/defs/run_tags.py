@@ -1,11 +1,15 @@
-"""Run tags the pipeline reads and writes, and what they say about a run."""
+"""Run tags the pipeline reads and writes, and what they and the instance say about a run."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
+
+import dagster as dg
 
 SCHEDULE_NAME = "dagster/schedule_name"
 ROOT_RUN_ID = "dagster/root_run_id"
+REEXECUTED_RUN_ID = "dagster/parent_run_id"  # on a re-execution: the run it re-executes
 PARTITION = "dagster/partition"
 TRIGGERED_BY = "recon/triggered_by"  # set by the schedule and by the verification sensor
 AUTO_FIX = "recon/auto_fix"  # "true" | "false", set once the run knows
@@ -26,3 +30,22 @@ def triggered_by(tags: Mapping[str, str]) -> str:
 def fix_scope(run_id: str, tags: Mapping[str, str]) -> str:
     """Whose fixes a run's are: a re-execution continues the fixes of the run it re-executes."""
     return tags.get(ROOT_RUN_ID) or run_id
+
+
+def own_runs(run_id: str, tags: Mapping[str, str]) -> set[str]:
+    """The runs whose stored outputs count as this run's own: itself and, for a re-execution,
+    the runs it re-executes (whose successful steps it did not repeat)."""
+    return {run_id} | {tags[t] for t in (ROOT_RUN_ID, REEXECUTED_RUN_ID) if tags.get(t)}
+
+
+def utcnow() -> dt.datetime:
+    """Now in UTC without a zone, as Prisma's DateTime columns hold it."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def run_started_at(instance: dg.DagsterInstance, run_id: str) -> dt.datetime:
+    """When Dagster started the run (UTC, naive), or now if it has not recorded it."""
+    record = instance.get_run_record_by_id(run_id)
+    if record is None or record.start_time is None:
+        return utcnow()
+    return dt.datetime.fromtimestamp(record.start_time, dt.UTC).replace(tzinfo=None)

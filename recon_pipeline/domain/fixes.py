@@ -135,7 +135,8 @@ def evaluate_guard(
 def plan_fix_actions(issues: pd.DataFrame) -> pd.DataFrame:
     """One row per action: each role to add, each role to remove, each status to write.
 
-    Removals come before additions within an issue, so a swap never leaves two member roles.
+    Within an issue the grant comes before the removals: if the grant fails, the applier holds
+    the removals back, so a failed swap never leaves a paying member with no role at all.
     """
     require_columns(issues, IssueCol.ALL, "drift issues")
     frame = issues.reset_index(drop=True)
@@ -151,7 +152,7 @@ def plan_fix_actions(issues: pd.DataFrame) -> pd.DataFrame:
         _actions(frame, rows, ActionKind.SET_STATUS, frame[IssueCol.STATUS_FIX].to_numpy()[rows])
     )
     actions = pd.concat(parts, ignore_index=True)
-    order = {ActionKind.REMOVE_ROLE: 0, ActionKind.ADD_ROLE: 1, ActionKind.SET_STATUS: 2}
+    order = {ActionKind.ADD_ROLE: 0, ActionKind.REMOVE_ROLE: 1, ActionKind.SET_STATUS: 2}
     actions["_order"] = actions[ActionCol.KIND].map(order)
     actions = actions.sort_values([ActionCol.ISSUE, "_order", ActionCol.VALUE], kind="stable")
     return actions.drop(columns="_order").reset_index(drop=True)

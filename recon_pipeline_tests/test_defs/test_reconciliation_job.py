@@ -5,17 +5,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+import dagster as dg
 import pandas as pd
 import psycopg
 import pytest
 from dagster import serialize_value
 
+from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.domain.columns import GuildMemberRoleCol
 from recon_pipeline.sandbox.community import Community
 from recon_pipeline.sandbox.demo import SANDBOX_BOT_TOKEN, SANDBOX_STRIPE_KEY, demo_community
 from recon_pipeline_tests.app_schema import create_app_schema
 from recon_pipeline_tests.builders import ROLE_IDS, Snapshot, account, guild, sub
-from recon_pipeline_tests.harness import Pipeline, running_pipeline
+from recon_pipeline_tests.harness import TIMEZONE, Pipeline, running_pipeline
 from recon_pipeline_tests.scenario import (
     EXPECTED_ISSUES,
     REPORT_ONLY,
@@ -86,10 +88,10 @@ def test_fix_run_reaches_expected_roles_with_one_call_per_change(pipeline: Pipel
         assert secret not in events and secret not in stored_config
         assert secret not in str(record)
 
-    third = pipeline.run(auto_fix=True)
+    again = pipeline.run(auto_fix=True)
 
-    assert third.success
-    assert _issues(pipeline.record(third.run_id)) == REPORT_ONLY
+    assert again.success
+    assert _issues(pipeline.record(again.run_id)) == REPORT_ONLY
     assert len(discord.mutations) == ROLE_CHANGES
 
 
@@ -155,6 +157,7 @@ def test_stripe_failing_on_a_later_page_fails_the_run_without_fixes(
     assert "stripe_subscriptions" in record["failure"]
     assert "Stripe snapshot incomplete" in record["failure"]
     assert record["issuesFixed"] == 0
+    assert record["autoFixEnabled"] is True
 
 
 def test_a_past_day_cannot_be_snapshotted(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,3 +217,117 @@ def test_job_on_the_original_apps_database_touches_only_what_it_fixes(
         "STALE_DATABASE_STATUS",
     }
     assert public_tables == (0,)
+
+
+def test_fixes_are_never_applied_from_snapshots_this_run_did_not_take(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
+        assert pipeline.run().success  # today's snapshots, from a dry run
+        # The unauthorised member pays again after the snapshot was taken.
+        pipeline.sandbox.stripe.add_subscription(
+            "sub_back", customer="cus_unauth", status="active", created=1_800_000_000
+        )
+        job = pipeline.definitions().resolve_job_def("reconciliation_job")
+
+        downstream = job.execute_in_process(
+            instance=pipeline.instance,
+            partition_key=local_day(TIMEZONE),
+            asset_selection=[
+                dg.AssetKey("drift_issues"),
+                dg.AssetKey("reconciliation_fixes"),
+                dg.AssetKey("reconciliation_run"),
+            ],
+            run_config={"ops": {"reconciliation_fixes": {"config": {"auto_fix": True}}}},
+        )
+
+        assert downstream.success
+        assert pipeline.sandbox.discord.mutations == []
+        assert ROLE_IDS["Knight"] in pipeline.sandbox.discord.member_roles("1003")
+        record = pipeline.record(downstream.run_id)
+    assert record["autoFixEnabled"] is False
+    assert {i["outcome"] for i in record["issues"]} <= {"skipped", "not_attempted"}
+    assert any("not produced by this run" in i["outcomeDetail"] for i in record["issues"])
+
+
+def test_a_swap_whose_grant_fails_keeps_the_old_role(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
+        # The bot's own role sits between Knight and Lord: it may manage Squire and Knight
+        # but neither Lord nor Debtor.
+        pipeline.sandbox.discord.set_bot_top_position(3)
+
+        result = pipeline.run(auto_fix=True)
+
+        assert result.success
+        roles = pipeline.sandbox.discord.all_member_roles()
+        record = pipeline.record(result.run_id)
+    issues = {(i["type"], issue_subject(i)): i for i in record["issues"]}
+    debtor = issues[("DEBTOR_MISMATCH", "m_debtor")]
+    assert roles["1005"] == {ROLE_IDS["Lord"]}  # Debtor refused, so Lord is not taken away
+    assert debtor["outcome"] in ("failed", "not_attempted")
+    assert "may not manage role 'Debtor'" in debtor["outcomeDetail"]
+    assert debtor["actionsTaken"] == []
+    # Knight granted, the removal of Lord refused: still a member, never locked out.
+    assert roles["1004"] == {ROLE_IDS["Knight"], ROLE_IDS["Lord"]}
+    assert issues[("ROLE_MISMATCH", "m_mismatch")]["actionsTaken"] == ["add_role Knight"]
+    # Members whose fixes the bot may make are still fixed.
+    assert roles["1009"] == {ROLE_IDS["Squire"]}
+    assert roles["1003"] == {ROLE_IDS["Moderator"]}
+    assert issues[("MISSING_ACCESS", "m_intro")]["outcome"] == "fixed"
+
+
+def test_a_failed_asset_graph_run_still_leaves_its_record(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
+        defs = pipeline.definitions()
+        # What the UI's "Materialize" on the asset graph launches (an __ASSET_JOB run).
+        result = dg.materialize(
+            list(defs.assets),
+            selection=["drift_issues", "reconciliation_fixes", "reconciliation_run"],
+            instance=pipeline.instance,
+            partition_key="2026-03-02",
+            resources=defs.resources,
+            raise_on_error=False,
+        )
+
+        assert not result.success
+        record = pipeline.record(result.run_id)
+    assert record is not None
+    assert record["status"] == "failed"
+    assert "no " in record["failure"] and "is stored for 2026-03-02" in record["failure"]
+    assert record["completedAt"] is not None
+
+
+def test_failure_sensor_records_a_run_that_died_without_a_step_failure(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
+        defs = pipeline.definitions()
+        run = pipeline.instance.create_run_for_job(
+            defs.resolve_job_def("reconciliation_job"),
+            run_config={"ops": {"reconciliation_fixes": {"config": {"auto_fix": True}}}},
+            tags={"dagster/partition": local_day(TIMEZONE)},
+        )
+        pipeline.instance.report_run_failed(run, "the run worker was killed")
+        [failure] = pipeline.instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+        ).records
+        sensor = defs.resolve_sensor_def("record_failed_runs_sensor")
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_instance=pipeline.instance,
+            dagster_run=pipeline.instance.get_run_by_id(run.run_id),
+            dagster_event=failure.event_log_entry.dagster_event,
+            resources=defs.resources,
+        ).for_run_failure()
+
+        sensor(context)
+
+        record = pipeline.record(run.run_id)
+    assert record["status"] == "failed"
+    assert record["failure"] == "the run worker was killed"
+    assert record["autoFixEnabled"] is True
+    assert record["triggeredBy"] == "manual"

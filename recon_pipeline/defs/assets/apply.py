@@ -1,15 +1,14 @@
 """Fixing and the run record: the only assets with side effects."""
 
-import datetime as dt
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from recon_pipeline.clients.frame_store import stored_row_count
+from recon_pipeline.clients.frame_store import stored_row_count, writer_runs
 from recon_pipeline.clients.membership_db import RunRecord, write_run_record
 from recon_pipeline.defs import run_tags
 from recon_pipeline.defs.assets.snapshots import GROUP
+from recon_pipeline.defs.hooks import record_failed_run
 from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.defs.resources import (
     DiscordResource,
@@ -30,6 +29,15 @@ from recon_pipeline.domain.report import RunSummary, issues_json
 from recon_pipeline.fixing import FixRun, apply_actions
 
 FIX_POOL = "recon_fixes"  # one fixing run at a time (SPEC §6)
+# What a fix decision rests on: fixes apply only when this run took every one of them.
+FIX_INPUT_FRAMES = (
+    "membership_members",
+    "membership_teams",
+    "stripe_subscriptions",
+    "discord_roles",
+    "discord_member_roles",
+    "drift_issues",
+)
 
 
 class FixConfig(dg.Config):
@@ -48,7 +56,13 @@ class FixConfig(dg.Config):
 
 
 def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"discord"}, pool=FIX_POOL)
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"discord"},
+        pool=FIX_POOL,
+        hooks={record_failed_run},
+    )
     def reconciliation_fixes(
         context: dg.AssetExecutionContext,
         config: FixConfig,
@@ -64,6 +78,7 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         when the blast-radius guard trips."""
         run = context.run
         auto_fix = policy.auto_fix if config.auto_fix is None else config.auto_fix
+        own_runs = run_tags.own_runs(run.run_id, run.tags)
         role_ids = {
             name: role_id
             for role_id, name in resolve_managed_role_ids(
@@ -75,16 +90,12 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             drift_issues, holders, policy.guard_policy(), override=config.override_guard
         )
         actions = plan_fix_actions(drift_issues)
-        today = local_day(policy.timezone)
-        if not auto_fix:
-            results = skipped_results(actions, Outcome.SKIPPED, "dry run: auto-fix is off")
-        elif context.partition_key != today:
-            results = skipped_results(
-                actions,
-                Outcome.SKIPPED,
-                f"{context.partition_key} is a past day: only a run on the day of its "
-                "snapshots applies fixes",
-            )
+        with membership_db.engine() as engine, engine.connect() as conn:
+            writers = writer_runs(conn, FIX_INPUT_FRAMES, context.partition_key)
+        not_ours = sorted(name for name, writer in writers.items() if writer not in own_runs)
+        blocked = _why_not_apply(auto_fix, context.partition_key, policy.timezone, not_ours)
+        if blocked:
+            results = skipped_results(actions, Outcome.SKIPPED, blocked)
         else:
             held = actions[ActionCol.REMOVAL_ONLY].to_numpy() & guard.blocks_removals
             with discord.client() as client, membership_db.engine() as engine:
@@ -96,6 +107,7 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                         scope_id=run_tags.fix_scope(run.run_id, run.tags),
                         audit_reason=f"recon_pipeline run {run.run_id}",
                         role_ids=role_ids,
+                        trust_recorded_fixes=any(w != run.run_id for w in writers.values()),
                     ),
                 )
             results = pd.concat(
@@ -112,17 +124,20 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         context.instance.add_run_tags(
             run.run_id,
             {
-                run_tags.AUTO_FIX: str(auto_fix).lower(),
+                run_tags.AUTO_FIX: str(not blocked).lower(),
                 run_tags.ISSUES_FIXED: str(summary.issues_fixed),
                 run_tags.GUARD: guard_state,
             },
         )
-        if guard.blocks_removals and auto_fix:
+        if blocked and auto_fix:
+            context.log.warning(f"no fix applied: {blocked}")
+        elif guard.blocks_removals and not blocked:
             context.log.warning(guard.describe())
         return dg.MaterializeResult(
             value=fixed,
             metadata={
-                "auto_fix": auto_fix,
+                "auto_fix": not blocked,
+                "fixes_withheld_because": blocked or "",
                 "issues_fixed": summary.issues_fixed,
                 "by_outcome": dg.MetadataValue.json(summary.by_outcome),
                 "guard": guard.describe(),
@@ -135,6 +150,7 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         group_name=GROUP,
         kinds={"sql"},
         deps=["membership_members", "membership_teams"],
+        hooks={record_failed_run},
     )
     def reconciliation_run(
         context: dg.AssetExecutionContext,
@@ -150,8 +166,8 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             record = RunRecord(
                 run_id=run.run_id,
                 job_name=run.job_name,
-                started_at=run_started_at(context.instance, run.run_id),
-                completed_at=utcnow(),
+                started_at=run_tags.run_started_at(context.instance, run.run_id),
+                completed_at=run_tags.utcnow(),
                 triggered_by=run_tags.triggered_by(run.tags),
                 auto_fix_enabled=run.tags.get(run_tags.AUTO_FIX) == "true",
                 members_checked=stored_row_count(conn, "membership_members", context.partition_key)
@@ -195,13 +211,15 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     return [reconciliation_fixes, reconciliation_run]
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def run_started_at(instance: dg.DagsterInstance, run_id: str) -> dt.datetime:
-    """When Dagster started the run (UTC, naive), or now if it has not recorded it."""
-    record = instance.get_run_record_by_id(run_id)
-    if record is None or record.start_time is None:
-        return utcnow()
-    return dt.datetime.fromtimestamp(record.start_time, dt.UTC).replace(tzinfo=None)
+def _why_not_apply(auto_fix: bool, day: str, timezone: str, not_ours: list[str]) -> str | None:
+    """Why this run must not apply fixes, or None when it may."""
+    if not auto_fix:
+        return "dry run: auto-fix is off"
+    if day != local_day(timezone):
+        return f"{day} is a past day: only a run on the day of its snapshots applies fixes"
+    if not_ours:
+        return (
+            f"{', '.join(not_ours)} of {day} were not produced by this run: fixes are applied "
+            "only from a run's own fresh snapshots (run the whole reconciliation_job)"
+        )
+    return None

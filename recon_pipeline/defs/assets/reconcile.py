@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from recon_pipeline.defs.assets.snapshots import GROUP
+from recon_pipeline.defs.hooks import record_failed_run
 from recon_pipeline.defs.resources import ReconciliationPolicyResource
 from recon_pipeline.domain.columns import IssueCol
 from recon_pipeline.domain.drift import find_drift_issues
@@ -59,6 +60,7 @@ def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         group_name=GROUP,
         kinds={"pandas"},
         metadata={"dagster/column_schema": DRIFT_SCHEMA},
+        hooks={record_failed_run},
     )
     def drift_issues(
         membership_members: pd.DataFrame,

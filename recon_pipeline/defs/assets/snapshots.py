@@ -10,6 +10,7 @@ import pandas as pd
 from recon_pipeline.clients.discord import DiscordError
 from recon_pipeline.clients.membership_db import load_members, load_teams
 from recon_pipeline.clients.stripe import StripeSnapshotError
+from recon_pipeline.defs.hooks import record_failed_run
 from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.defs.resources import (
     DiscordResource,
@@ -53,6 +54,7 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
         },
         partitions_def=partitions,
         can_subset=False,
+        hooks={record_failed_run},
     )
     def membership_snapshot(
         context: dg.AssetExecutionContext,
@@ -61,9 +63,12 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
     ):
         """Members and teams, read in one transaction so they agree with each other."""
         refuse_past_day(context, policy.timezone)
-        with membership_db.engine() as engine, engine.begin() as conn:
-            members = load_members(conn)
-            teams = load_teams(conn)
+        with membership_db.engine() as engine, engine.connect() as conn:
+            if conn.dialect.name == "postgresql":  # one snapshot for both reads
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                members = load_members(conn)
+                teams = load_teams(conn)
         linked = int(members["discord_id"].notna().sum())
         yield dg.Output(
             members,
@@ -78,6 +83,7 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
         partitions_def=partitions,
         group_name=GROUP,
         kinds={"stripe"},
+        hooks={record_failed_run},
         description="Every Stripe subscription of every status (`status=all`), all pages.",
     )
     def stripe_subscriptions(
@@ -121,6 +127,7 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
         },
         partitions_def=partitions,
         can_subset=False,
+        hooks={record_failed_run},
     )
     def discord_snapshot(
         context: dg.AssetExecutionContext,
