@@ -35,8 +35,8 @@ def _command(
 
 
 @pytest.fixture
-def pipeline(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
-    with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as p:
+def pipeline(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
+    with running_pipeline(scenario_community(), database_url, monkeypatch) as p:
         yield p
 
 

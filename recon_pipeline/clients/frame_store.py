@@ -171,16 +171,22 @@ def read_frame(conn: sa.Connection, frame_name: str, partition_keys: Sequence[st
             f"no {frame_name} is stored for {', '.join(missing)}; only a day whose snapshots "
             "were taken (by a reconciliation run on that day) can be recomputed"
         )
-    columns = [tuple(c) for c in catalog[keys[-1]]]
+    # Each day is read with the columns it was written with, so a day stored before a column
+    # was added reads back with that column missing (NA), not with values of another kind.
+    days = [_read_day(conn, frame_name, key, [tuple(c) for c in catalog[key]]) for key in keys]
+    return pd.concat(days, ignore_index=True) if len(days) > 1 else days[0]
+
+
+def _read_day(
+    conn: sa.Connection, frame_name: str, key: str, columns: list[tuple[str, str]]
+) -> pd.DataFrame:
     table = _table(frame_name, columns)
     stmt = (
         sa.select(*(table.c[name] for name, _ in columns))
-        .where(table.c[PARTITION_COLUMN].in_(keys))
-        .order_by(table.c[PARTITION_COLUMN], table.c[ROW_COLUMN])
+        .where(table.c[PARTITION_COLUMN] == key)
+        .order_by(table.c[ROW_COLUMN])
     )
-    result = conn.execute(stmt)
-    data = result.all()
-    frame = pd.DataFrame.from_records(data, columns=[name for name, _ in columns])
+    frame = pd.DataFrame.from_records(conn.execute(stmt).all(), columns=[n for n, _ in columns])
     if not len(frame):
         frame = pd.DataFrame({name: pd.Series(dtype=object) for name, _ in columns})
     return pd.DataFrame(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -90,16 +91,18 @@ class GuardDecision:
     overridden: bool = False
 
     @property
+    def _share(self) -> Fraction:
+        # The fraction as written (0.29 is 29/100), so "exceeds 29% of 100" is exact arithmetic.
+        return Fraction(str(self.fraction)) * self.holders
+
+    @property
     def limit(self) -> int:
         """The most removals a run may apply without tripping the guard."""
-        return max(self.floor, math.floor(self.fraction * self.holders))
+        return max(self.floor, math.floor(self._share))
 
     @property
     def tripped(self) -> bool:
-        return (
-            self.planned_removals > self.floor
-            and self.planned_removals > self.fraction * self.holders
-        )
+        return self.planned_removals > self.floor and self.planned_removals > self._share
 
     @property
     def blocks_removals(self) -> bool:

@@ -112,9 +112,9 @@ def _with_orphans(count: int):
 
 @pytest.mark.parametrize("override", [False, True])
 def test_guard_holds_back_removals_but_not_grants(
-    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, override: bool
+    database_url: str, monkeypatch: pytest.MonkeyPatch, override: bool
 ) -> None:
-    with running_pipeline(_with_orphans(12), sqlite_url, monkeypatch) as pipeline:
+    with running_pipeline(_with_orphans(12), database_url, monkeypatch) as pipeline:
         result = pipeline.run(auto_fix=True, override_guard=override)
 
         assert result.success
