@@ -14,9 +14,10 @@ import dagster as dg
 from recon_pipeline.defs.assets.apply import build_apply_assets
 from recon_pipeline.defs.assets.reconcile import build_drift_asset
 from recon_pipeline.defs.assets.snapshots import build_snapshot_assets
+from recon_pipeline.defs.assets.verify import verification_report
 from recon_pipeline.defs.hooks import record_failed_runs_sensor
 from recon_pipeline.defs.io_managers import FrameStoreIOManager
-from recon_pipeline.defs.jobs import RECONCILIATION_JOB, reconciliation_job
+from recon_pipeline.defs.jobs import RECONCILIATION_JOB, reconciliation_job, verification_job
 from recon_pipeline.defs.partitions import daily_partitions
 from recon_pipeline.defs.resources import (
     DiscordResource,
@@ -25,6 +26,7 @@ from recon_pipeline.defs.resources import (
     StripeResource,
 )
 from recon_pipeline.defs.schedules import build_daily_schedule
+from recon_pipeline.defs.sensors import build_verification_sensor
 from recon_pipeline.settings import Settings, load_settings
 
 
@@ -70,8 +72,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_snapshot_assets(partitions),
             build_drift_asset(partitions),
             *build_apply_assets(partitions),
+            verification_report,
         ],
-        jobs=[reconciliation_job],
+        jobs=[reconciliation_job, verification_job],
         schedules=[
             build_daily_schedule(
                 hour=settings.RECONCILIATION_HOUR,
@@ -79,7 +82,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 paused=settings.RECONCILIATION_PAUSED,
             )
         ],
-        sensors=[record_failed_runs_sensor],
+        sensors=[
+            build_verification_sensor(settings.RECONCILIATION_VERIFY_DELAY_MINUTES),
+            record_failed_runs_sensor,
+        ],
         resources=build_resources(settings),
     )
 

@@ -9,6 +9,8 @@ from pydantic import ConfigDict, Field
 from recon_pipeline.clients.frame_store import FrameNotStoredError, read_frame, write_frame
 from recon_pipeline.defs.resources import open_engine
 
+LATEST = "latest"
+
 
 class FrameStoreIOManager(dg.ConfigurableIOManager):
     """Stores each partition of each asset in `recon_pipeline_frame_<asset>` (see frame_store).
@@ -22,7 +24,8 @@ class FrameStoreIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         name = context.asset_key.path[-1]
-        [key] = context.asset_partition_keys
+        # An unpartitioned asset (the verification report) keeps its latest value.
+        [key] = context.asset_partition_keys if context.has_asset_partitions else [LATEST]
         engine = open_engine(self.database_url)
         try:
             with engine.begin() as conn:
@@ -35,7 +38,8 @@ class FrameStoreIOManager(dg.ConfigurableIOManager):
         engine = open_engine(self.database_url)
         try:
             with engine.connect() as conn:
-                return read_frame(conn, name, context.asset_partition_keys)
+                keys = context.asset_partition_keys if context.has_asset_partitions else [LATEST]
+                return read_frame(conn, name, keys)
         except FrameNotStoredError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         finally:

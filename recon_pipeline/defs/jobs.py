@@ -15,3 +15,13 @@ reconciliation_job = dg.define_asset_job(
     "table; fix it when auto-fix is on; record the run in ReconciliationRun.",
     tags={"recon/kind": "reconciliation"},
 )
+
+VERIFICATION_JOB = "verification_job"
+
+verification_job = dg.define_asset_job(
+    VERIFICATION_JOB,
+    selection=dg.AssetSelection.assets("verification_report"),
+    description="Re-check a reconciliation run's fixes against fresh snapshots and record which "
+    "persist (a ReconciliationRun with isVerificationRun=true). Never fixes anything.",
+    tags={"recon/kind": "verification", "recon/triggered_by": "verification"},
+)

@@ -14,6 +14,7 @@ PARTITION = "dagster/partition"
 TRIGGERED_BY = "recon/triggered_by"  # set by the schedule and by the verification sensor
 AUTO_FIX = "recon/auto_fix"  # "true" | "false", set once the run knows
 ISSUES_FIXED = "recon/issues_fixed"
+FIXES_APPLIED = "recon/fixes_applied"  # "true" once a run fixed at least one issue
 GUARD = "recon/guard"  # "ok" | "tripped" | "overridden"
 PARENT_RUN_ID = "recon/parent_run_id"  # on a verification run: the run it verifies
 

@@ -29,6 +29,7 @@ from recon_pipeline.domain.report import RunSummary, issues_json
 from recon_pipeline.fixing import FixRun, apply_actions
 
 FIX_POOL = "recon_fixes"  # one fixing run at a time (SPEC §6)
+GUARD_CHECK = "guard_not_tripped"
 # What a fix decision rests on: fixes apply only when this run took every one of them.
 FIX_INPUT_FRAMES = (
     "membership_members",
@@ -62,6 +63,14 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         kinds={"discord"},
         pool=FIX_POOL,
         hooks={record_failed_run},
+        check_specs=[
+            dg.AssetCheckSpec(
+                GUARD_CHECK,
+                asset="reconciliation_fixes",
+                description="The blast-radius guard did not trip (a warning when it did: the "
+                "run held its removals back unless the launch config overrode it).",
+            )
+        ],
     )
     def reconciliation_fixes(
         context: dg.AssetExecutionContext,
@@ -72,7 +81,7 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         discord: DiscordResource,
         membership_db: MembershipDbResource,
         policy: ReconciliationPolicyResource,
-    ) -> dg.MaterializeResult:
+    ):  # no return annotation: with check_specs Dagster reads one as the output's type
         """The drift table with each issue's outcome: fixed, failed (with the error), skipped
         (with the reason) or not attempted. A dry run unless auto-fix is on; removals held back
         when the blast-radius guard trips."""
@@ -124,6 +133,8 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         context.instance.add_run_tags(
             run.run_id,
             {
+                run_tags.TRIGGERED_BY: run_tags.triggered_by(run.tags),
+                run_tags.FIXES_APPLIED: str(summary.issues_fixed > 0).lower(),
                 run_tags.AUTO_FIX: str(not blocked).lower(),
                 run_tags.ISSUES_FIXED: str(summary.issues_fixed),
                 run_tags.GUARD: guard_state,
@@ -135,6 +146,20 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             context.log.warning(guard.describe())
         return dg.MaterializeResult(
             value=fixed,
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=GUARD_CHECK,
+                    passed=not guard.tripped,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description=guard.describe(),
+                    metadata={
+                        "planned_removals": guard.planned_removals,
+                        "limit": guard.limit,
+                        "role_holders": guard.holders,
+                        "overridden": guard.overridden,
+                    },
+                )
+            ],
             metadata={
                 "auto_fix": not blocked,
                 "fixes_withheld_because": blocked or "",

@@ -7,11 +7,13 @@ from recon_pipeline.defs.assets.snapshots import GROUP
 from recon_pipeline.defs.hooks import record_failed_run
 from recon_pipeline.defs.resources import ReconciliationPolicyResource
 from recon_pipeline.domain.columns import IssueCol
+from recon_pipeline.domain.completeness import snapshot_problems
 from recon_pipeline.domain.drift import find_drift_issues
 from recon_pipeline.domain.policy import RoleResolutionError
 from recon_pipeline.domain.report import RunSummary
 
 PREVIEW_ROWS = 25
+SNAPSHOTS_COMPLETE = "snapshots_complete"
 
 _COLUMN_DOCS = {
     IssueCol.TYPE: "MISSING_ACCESS, UNAUTHORIZED_ACCESS, ROLE_MISMATCH, DEBTOR_MISMATCH, "
@@ -61,15 +63,25 @@ def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         kinds={"pandas"},
         metadata={"dagster/column_schema": DRIFT_SCHEMA},
         hooks={record_failed_run},
+        check_specs=[
+            dg.AssetCheckSpec(
+                SNAPSHOTS_COMPLETE,
+                asset="drift_issues",
+                blocking=True,
+                description="The day's snapshots are whole enough to act on: no side is empty "
+                "while the other says members are paying. Blocking: when it fails, no fix runs.",
+            )
+        ],
     )
     def drift_issues(
+        context: dg.AssetExecutionContext,
         membership_members: pd.DataFrame,
         membership_teams: pd.DataFrame,
         stripe_subscriptions: pd.DataFrame,
         discord_member_roles: pd.DataFrame,
         discord_roles: pd.DataFrame,
         policy: ReconciliationPolicyResource,
-    ) -> dg.MaterializeResult:
+    ):  # no return annotation: with check_specs Dagster reads one as the output's type
         """One row per drift issue: who should hold which role, who holds it, which cached
         status is stale (SPEC §4). Computed from the day's stored snapshots only."""
         try:
@@ -84,8 +96,24 @@ def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         except RoleResolutionError as exc:
             raise dg.Failure(description=f"Discord roles cannot be matched: {exc}") from None
         summary = RunSummary.of(issues)
+        problems = snapshot_problems(
+            membership_members, membership_teams, stripe_subscriptions, discord_member_roles
+        )
+        if problems:
+            context.log.error(
+                "snapshots incomplete, no fix will be applied: " + "; ".join(problems)
+            )
         return dg.MaterializeResult(
             value=issues,
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=SNAPSHOTS_COMPLETE,
+                    passed=not problems,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description="; ".join(problems) or "every snapshot is plausible",
+                    metadata={"problems": len(problems)},
+                )
+            ],
             metadata={
                 "dagster/row_count": len(issues),
                 "by_type": dg.MetadataValue.json(summary.by_type),

@@ -40,6 +40,45 @@ def refuse_past_day(context: dg.AssetExecutionContext, timezone: str) -> None:
         )
 
 
+def read_membership(membership_db: MembershipDbResource) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Members and teams, read in one transaction so they agree with each other."""
+    with membership_db.engine() as engine, engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # one snapshot for both reads
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            return load_members(conn), load_teams(conn)
+
+
+def read_stripe(stripe: StripeResource) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Every subscription, and the listing's request counts; a failure is a dg.Failure."""
+    with stripe.client() as billing:
+        try:
+            return billing.list_subscriptions(), billing.stats.as_metadata()
+        except StripeSnapshotError as exc:
+            raise dg.Failure(
+                description=f"Stripe snapshot incomplete, so no fix will be applied: {exc}"
+            ) from None
+
+
+def read_discord(
+    discord: DiscordResource, policy: ReconciliationPolicyResource
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """Roles, member roles and the managed role ids; a failure is a dg.Failure."""
+    with discord.client() as client:
+        try:
+            roles = client.guild_roles()
+            managed = resolve_managed_role_ids(roles, policy.managed_roles())
+            return roles, client.guild_member_roles(), managed
+        except RoleResolutionError as exc:
+            raise dg.Failure(
+                description=f"Discord roles cannot be matched, so no fix will be applied: {exc}"
+            ) from None
+        except DiscordError as exc:
+            raise dg.Failure(
+                description=f"Discord snapshot incomplete, so no fix will be applied: {exc}"
+            ) from None
+
+
 def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.multi_asset(
         outs={
@@ -63,12 +102,7 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
     ):
         """Members and teams, read in one transaction so they agree with each other."""
         refuse_past_day(context, policy.timezone)
-        with membership_db.engine() as engine, engine.connect() as conn:
-            if conn.dialect.name == "postgresql":  # one snapshot for both reads
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                members = load_members(conn)
-                teams = load_teams(conn)
+        members, teams = read_membership(membership_db)
         linked = int(members["discord_id"].notna().sum())
         yield dg.Output(
             members,
@@ -92,17 +126,11 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
         policy: ReconciliationPolicyResource,
     ) -> dg.MaterializeResult:
         refuse_past_day(context, policy.timezone)
-        with stripe.client() as billing:
-            try:
-                subscriptions = billing.list_subscriptions()
-            except StripeSnapshotError as exc:
-                raise dg.Failure(
-                    description=f"Stripe snapshot incomplete, so no fix will be applied: {exc}"
-                ) from None
+        subscriptions, stats = read_stripe(stripe)
         return dg.MaterializeResult(
             value=subscriptions,
             metadata={
-                **billing.stats.as_metadata(),
+                **stats,
                 "dagster/row_count": len(subscriptions),
                 "customers": int(subscriptions["customer_id"].nunique()),
                 "by_status": dg.MetadataValue.json(
@@ -136,19 +164,7 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
     ):
         """Roles and member roles; a managed role missing from the guild fails the snapshot."""
         refuse_past_day(context, policy.timezone)
-        with discord.client() as client:
-            try:
-                roles = client.guild_roles()
-                managed = resolve_managed_role_ids(roles, policy.managed_roles())
-                member_roles = client.guild_member_roles()
-            except RoleResolutionError as exc:
-                raise dg.Failure(
-                    description=f"Discord roles cannot be matched, so no fix will be applied: {exc}"
-                ) from None
-            except DiscordError as exc:
-                raise dg.Failure(
-                    description=f"Discord snapshot incomplete, so no fix will be applied: {exc}"
-                ) from None
+        roles, member_roles, managed = read_discord(discord, policy)
         accounts = member_roles[GuildMemberRoleCol.DISCORD_ID].nunique()
         yield dg.Output(
             roles, output_name="discord_roles", metadata={"dagster/row_count": len(roles)}

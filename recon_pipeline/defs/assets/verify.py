@@ -1,0 +1,130 @@
+"""`verification_report`: re-checks a reconciliation run's fixes against fresh snapshots."""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from recon_pipeline.clients.membership_db import RunRecord, read_run_record, write_run_record
+from recon_pipeline.defs import run_tags
+from recon_pipeline.defs.assets.snapshots import read_discord, read_membership, read_stripe
+from recon_pipeline.defs.hooks import record_failed_run
+from recon_pipeline.defs.resources import (
+    DiscordResource,
+    MembershipDbResource,
+    ReconciliationPolicyResource,
+    StripeResource,
+)
+from recon_pipeline.domain.drift import find_drift_issues
+from recon_pipeline.domain.policy import Severity
+from recon_pipeline.domain.verification import verify_fixes
+
+VERIFICATION_GROUP = "verification"
+NO_HIGH_DRIFT_LEFT = "no_high_severity_drift_left"
+
+
+class VerificationConfig(dg.Config):
+    """Which run to verify."""
+
+    parent_run_id: str = Field(
+        description="The reconciliation run to verify: its Dagster run id (the id of its "
+        "ReconciliationRun row). verification_sensor fills it in for runs that fixed issues."
+    )
+
+
+def _parent_issues(membership_db: MembershipDbResource, parent_run_id: str) -> list[dict]:
+    with membership_db.engine() as engine, engine.connect() as conn:
+        parent = read_run_record(conn, parent_run_id.strip())
+    if parent is None:
+        raise dg.Failure(
+            description=f"No ReconciliationRun has id {parent_run_id!r}: give the run id of an "
+            "earlier reconciliation run (shown on its run page and in ReconciliationRun.id).",
+            allow_retries=False,
+        )
+    if parent["isVerificationRun"]:
+        raise dg.Failure(
+            description=f"Run {parent_run_id} is itself a verification; verify the "
+            "reconciliation run it checked instead.",
+            allow_retries=False,
+        )
+    return list(parent["issues"] or [])
+
+
+@dg.asset(
+    group_name=VERIFICATION_GROUP,
+    kinds={"stripe", "discord"},
+    hooks={record_failed_run},
+    check_specs=[
+        dg.AssetCheckSpec(
+            NO_HIGH_DRIFT_LEFT,
+            asset="verification_report",
+            description="After the verified run's fixes, the fresh snapshots show no "
+            "HIGH-severity drift at all.",
+        )
+    ],
+)
+def verification_report(
+    context: dg.AssetExecutionContext,
+    config: VerificationConfig,
+    membership_db: MembershipDbResource,
+    stripe: StripeResource,
+    discord: DiscordResource,
+    policy: ReconciliationPolicyResource,
+):  # no return annotation: with check_specs Dagster reads one as the output's type
+    """The verified run's fixed issues that persist in fresh snapshots ("N of M fixed issues
+    persist"). Recorded as a ReconciliationRun with isVerificationRun=true; never fixes."""
+    parent_issues = _parent_issues(membership_db, config.parent_run_id)
+    members, teams = read_membership(membership_db)
+    subscriptions, _ = read_stripe(stripe)
+    roles, member_roles, _ = read_discord(discord, policy)
+    drift = find_drift_issues(
+        members, teams, subscriptions, member_roles, roles, policy.access_policy()
+    )
+    result = verify_fixes(parent_issues, drift)
+    run = context.instance.get_run_by_id(context.run.run_id) or context.run
+    with membership_db.engine() as engine, engine.begin() as conn:
+        write_run_record(
+            conn,
+            RunRecord(
+                run_id=run.run_id,
+                job_name=run.job_name,
+                started_at=run_tags.run_started_at(context.instance, run.run_id),
+                completed_at=run_tags.utcnow(),
+                triggered_by="verification",
+                auto_fix_enabled=False,
+                is_verification_run=True,
+                members_checked=len(members),
+                teams_checked=len(teams),
+                issues_found=len(result.persisting),
+                issues=result.persisting,
+                parent_run_id=config.parent_run_id,
+            ),
+        )
+    context.log.info(f"Verification of run {config.parent_run_id}: {result.summary}")
+    high_now = int((drift["severity"] == Severity.HIGH).sum())
+    persisting = pd.DataFrame(
+        result.persisting,
+        columns=["type", "memberId", "teamId", "discordId", "severity", "description"],
+    )
+    listing = persisting.astype(object).where(persisting.notna(), "")
+    return dg.MaterializeResult(
+        value=persisting,
+        metadata={
+            "summary": result.summary,
+            "verified_run_id": config.parent_run_id,
+            "fixed_issues_checked": result.checked,
+            "persisting": len(result.persisting),
+            "other_parent_issues_still_open": result.still_open,
+            "persisting_issues": dg.MetadataValue.md(
+                listing.to_markdown(index=False) if len(listing) else "None: every fix held."
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=NO_HIGH_DRIFT_LEFT,
+                passed=high_now == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"{high_now} HIGH-severity issue(s) in the fresh snapshots",
+                metadata={"high_severity_issues": high_now},
+            )
+        ],
+    )
