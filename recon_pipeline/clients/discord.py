@@ -37,9 +37,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Any
@@ -48,7 +46,28 @@ from urllib.parse import quote
 import httpx
 import pandas as pd
 
+from recon_pipeline.clients.discord_errors import (
+    DiscordAuthError,
+    DiscordBlockedError,
+    DiscordError,
+    DiscordUnavailableError,
+    MissingPermissionsError,
+    UnknownMemberError,
+    UnknownRoleError,
+)
+from recon_pipeline.clients.discord_rate_limits import RateLimiter, Route
 from recon_pipeline.domain.columns import GuildMemberRoleCol, GuildRoleCol
+
+__all__ = [
+    "DiscordAuthError",
+    "DiscordBlockedError",
+    "DiscordClient",
+    "DiscordError",
+    "DiscordUnavailableError",
+    "MissingPermissionsError",
+    "UnknownMemberError",
+    "UnknownRoleError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +81,6 @@ INTENT_HINT = (
     "enable the Server Members Intent on the bot's page of the Discord developer portal "
     "(Bot > Privileged Gateway Intents)"
 )
-# Added to every computed wait: absorbs float rounding and clock granularity.
-_MARGIN_S = 0.005
 _SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 
 
@@ -75,167 +92,6 @@ def _package_version() -> str:
 
 
 USER_AGENT = f"DiscordBot ({PROJECT_URL}, {_package_version()}) python-httpx/{httpx.__version__}"
-
-
-class DiscordError(Exception):
-    """A Discord call failed; `.status`, `.code` and `.kind` say how."""
-
-    kind = "rejected"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        code: int | None = None,
-        kind: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        if kind is not None:
-            self.kind = kind
-
-
-class DiscordAuthError(DiscordError):
-    kind = "auth"
-
-
-class MissingPermissionsError(DiscordError):
-    kind = "missing_permissions"
-
-
-class UnknownMemberError(DiscordError):
-    kind = "unknown_member"
-
-
-class UnknownRoleError(DiscordError):
-    kind = "unknown_role"
-
-
-class DiscordBlockedError(DiscordError):
-    kind = "blocked"
-
-
-class DiscordUnavailableError(DiscordError):
-    kind = "unavailable"
-
-
-@dataclass(frozen=True)
-class _Route:
-    method: str
-    template: str  # e.g. "/guilds/{guild_id}/roles": with `method`, names the route
-    path: str
-    major: str  # the top-level resource id: limits are per route and per major id
-
-    @property
-    def key(self) -> str:
-        return f"{self.method} {self.template}"
-
-    def __str__(self) -> str:
-        return f"{self.method} {self.path}"
-
-
-@dataclass
-class _Bucket:
-    limit: int
-    remaining: int
-    reset_at: float  # client clock
-
-
-class _RateLimiter:
-    """Discord's per-route buckets, the global pause and a 1 s sliding window (one thread)."""
-
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], float],
-        sleep: Callable[[float], None],
-        per_second: int,
-        max_wait_s: float,
-    ) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._per_second = per_second
-        self._max_wait_s = max_wait_s
-        self._hashes: dict[str, str] = {}  # route key -> X-RateLimit-Bucket
-        self._template_hashes: dict[str, str] = {}  # path template -> last hash seen on it
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
-        self._global_until = 0.0
-        self._recent: deque[float] = deque()
-        self.waited_s = 0.0
-
-    def _key(self, route: _Route) -> tuple[str, str]:
-        # Until a route's own hash is known, assume it shares the bucket of another method on
-        # the same path (as PUT and DELETE on a member's role do): waiting once too many is
-        # cheaper than a 429, which counts as an invalid request.
-        bucket_hash = self._hashes.get(route.key) or self._template_hashes.get(route.template)
-        return bucket_hash or route.key, route.major
-
-    def acquire(self, route: _Route) -> None:
-        """Sleep until a request on `route` is allowed, then take its token."""
-        while True:
-            now = self._clock()
-            wait = self._global_until - now
-            bucket = self._buckets.get(self._key(route))
-            if bucket is not None:
-                if now >= bucket.reset_at:
-                    bucket.remaining = max(bucket.remaining, bucket.limit)
-                elif bucket.remaining <= 0:
-                    wait = max(wait, bucket.reset_at - now)
-            recent = self._recent
-            while recent and recent[0] <= now - 1.0:
-                recent.popleft()
-            if len(recent) >= self._per_second:
-                wait = max(wait, recent[0] + 1.0 - now + _MARGIN_S)
-            if wait <= 0:
-                if bucket is not None:
-                    bucket.remaining -= 1
-                return
-            if wait > self._max_wait_s:
-                raise DiscordUnavailableError(
-                    f"{route}: rate limit asks to wait {wait:.1f} s, more than the "
-                    f"{self._max_wait_s:g} s allowed",
-                    status=429,
-                )
-            self._sleep(wait)
-            self.waited_s += wait
-
-    def observe(self, route: _Route, headers: httpx.Headers) -> None:
-        """Count a finished request and learn its bucket from the response headers."""
-        now = self._clock()
-        self._recent.append(now)
-        bucket_hash = headers.get("x-ratelimit-bucket")
-        if bucket_hash:
-            old = self._buckets.pop((route.key, route.major), None)
-            self._hashes[route.key] = bucket_hash
-            self._template_hashes[route.template] = bucket_hash
-            if old is not None:
-                self._buckets.setdefault(self._key(route), old)
-        try:
-            limit = int(headers["x-ratelimit-limit"])
-            remaining = int(headers["x-ratelimit-remaining"])
-            reset_after = float(headers["x-ratelimit-reset-after"])
-        except (KeyError, ValueError):
-            return
-        self._buckets[self._key(route)] = _Bucket(limit, remaining, now + reset_after + _MARGIN_S)
-
-    def rate_limited(self, route: _Route, wait: float, *, global_: bool) -> None:
-        """A 429 asked for `wait` seconds: block the route (or everything) that long."""
-        if wait > self._max_wait_s:
-            raise DiscordUnavailableError(
-                f"{route}: 429 asks to wait {wait:.1f} s, more than the "
-                f"{self._max_wait_s:g} s allowed",
-                status=429,
-            )
-        until = self._clock() + wait + _MARGIN_S
-        if global_:
-            self._global_until = max(self._global_until, until)
-            return
-        key = self._key(route)
-        bucket = self._buckets.setdefault(key, _Bucket(1, 0, until))
-        bucket.remaining = 0
-        bucket.reset_at = max(bucket.reset_at, until)
 
 
 class DiscordClient:
@@ -289,7 +145,7 @@ class DiscordClient:
         self._timeout_s = timeout_s
         self._sleep = sleep
         self._retry_backoff_s = retry_backoff_s
-        self._limiter = _RateLimiter(
+        self._limiter = RateLimiter(
             clock=clock,
             sleep=sleep,
             per_second=global_requests_per_second,
@@ -434,20 +290,20 @@ class DiscordClient:
                 f"message content has {len(content)} characters; Discord allows {MAX_CONTENT_CHARS}"
             )
         path = f"/channels/{channel_id}/messages"
-        route = _Route("POST", "/channels/{channel_id}/messages", path, channel_id)
+        route = Route("POST", "/channels/{channel_id}/messages", path, channel_id)
         body = {"content": content, "allowed_mentions": {"parse": []}}
         self._request(route, json=body)
 
     # ----------------------------------------------------------------------------- transport
 
-    def _guild_route(self, method: str, suffix: str) -> _Route:
+    def _guild_route(self, method: str, suffix: str) -> Route:
         template = "/guilds/{guild_id}" + suffix
-        return _Route(method, template, f"/guilds/{self.guild_id}{suffix}", self.guild_id)
+        return Route(method, template, f"/guilds/{self.guild_id}{suffix}", self.guild_id)
 
     def _member_role(self, method: str, user_id: str, role_id: str, reason: str) -> None:
         _require_snowflake(user_id, "user_id")
         _require_snowflake(role_id, "role_id")
-        route = _Route(
+        route = Route(
             method,
             "/guilds/{guild_id}/members/{user_id}/roles/{role_id}",
             f"/guilds/{self.guild_id}/members/{user_id}/roles/{role_id}",
@@ -458,7 +314,7 @@ class DiscordClient:
 
     def _request(
         self,
-        route: _Route,
+        route: Route,
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
@@ -519,14 +375,14 @@ class DiscordClient:
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _back_off(self, route: _Route, attempt: int, what: str) -> None:
+    def _back_off(self, route: Route, attempt: int, what: str) -> None:
         wait = self._retry_backoff_s * (2 * attempt - 1)
         logger.warning("%s: %s; retrying in %.1f s", route, what, wait)
         self._sleep(wait)
         self.backoff_wait_s += wait
         self.retries += 1
 
-    def _rate_limit_wait(self, route: _Route, response: httpx.Response) -> tuple[float, bool]:
+    def _rate_limit_wait(self, route: Route, response: httpx.Response) -> tuple[float, bool]:
         content_type = response.headers.get("content-type", "").split(";")[0].strip()
         body: Any = None
         if content_type == "application/json":
@@ -551,7 +407,7 @@ class DiscordClient:
         )
         return max(body_wait, header_wait), global_
 
-    def _json(self, route: _Route, response: httpx.Response) -> Any:
+    def _json(self, route: Route, response: httpx.Response) -> Any:
         try:
             return response.json()
         except ValueError:
@@ -561,7 +417,7 @@ class DiscordClient:
                 kind="bad_response",
             ) from None
 
-    def _error(self, route: _Route, response: httpx.Response) -> DiscordError:
+    def _error(self, route: Route, response: httpx.Response) -> DiscordError:
         status = response.status_code
         try:
             body = response.json()
@@ -601,7 +457,7 @@ def audit_reason(reason: str) -> str:
     return encoded
 
 
-def _retryable_transport_error(exc: httpx.TransportError, route: _Route) -> bool:
+def _retryable_transport_error(exc: httpx.TransportError, route: Route) -> bool:
     if route.method == "POST":
         # Only errors before anything was sent; otherwise the message may already be posted.
         return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
