@@ -1,0 +1,63 @@
+"""Admin email over SMTP (the standard library's smtplib, which is all this needs).
+
+STARTTLS with a verifying context and a login only after it, as a mail submission server
+expects; both optional, for relays on a private network. Errors name the server, never the
+password.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+DEFAULT_TIMEOUT_S = 15.0
+
+
+class MailError(RuntimeError):
+    """The notice could not be handed to the SMTP server."""
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    host: str
+    port: int = 587
+    starttls: bool = True
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+
+
+def build_message(*, sender: str, recipient: str, subject: str, body: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = subject
+    message.set_content(body)
+    return message
+
+
+def send_email(server: SmtpServer, message: EmailMessage) -> None:
+    """Hand `message` to `server`.
+
+    Raises:
+        MailError: naming the server and what went wrong.
+    """
+    where = f"{server.host}:{server.port}"
+    try:
+        with smtplib.SMTP(server.host, server.port, timeout=server.timeout_s) as smtp:
+            smtp.ehlo()
+            if server.starttls:
+                smtp.starttls(context=server.ssl_context or ssl.create_default_context())
+                smtp.ehlo()
+            if server.username:
+                smtp.login(server.username, server.password or "")
+            smtp.send_message(message)
+    except smtplib.SMTPAuthenticationError as exc:
+        raise MailError(f"SMTP server {where} refused the login ({exc.smtp_code})") from None
+    except smtplib.SMTPNotSupportedError as exc:
+        raise MailError(f"SMTP server {where} does not support {exc}") from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise MailError(f"cannot send mail through {where}: {type(exc).__name__}: {exc}") from None

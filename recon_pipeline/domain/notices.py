@@ -1,0 +1,99 @@
+"""Admin notices (SPEC §7): what a run tells the admins, as email text and a Discord message.
+
+A notice goes out when a run found issues, failed, or tripped the guard; a clean run sends
+nothing. It gives the issue count, whether fixes ran and how many held, per type the count and
+a few example descriptions, the run id and, when the UI's address is known, a link to the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from recon_pipeline.domain.policy import DriftType
+
+DISCORD_LIMIT = 2000
+EXAMPLES_PER_TYPE = 3
+
+
+@dataclass(frozen=True)
+class Notice:
+    subject: str
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def needs_notice(record: dict[str, Any], *, guard_tripped: bool) -> bool:
+    """Whether a run's record calls for a notice: issues found, a failure, or a tripped guard."""
+    return bool(record.get("issuesFound") or record.get("failure") or guard_tripped)
+
+
+def compose_notice(
+    record: dict[str, Any],
+    *,
+    guard_text: str | None = None,
+    run_url: str | None = None,
+    examples: int = EXAMPLES_PER_TYPE,
+) -> Notice:
+    """The notice for one `ReconciliationRun` row (plus its status columns)."""
+    run_id = record["id"]
+    issues = record.get("issues") or []
+    kind = "Verification" if record.get("isVerificationRun") else "Reconciliation"
+    if record.get("failure"):
+        subject = f"[recon_pipeline] {kind} run failed"
+    else:
+        subject = f"[recon_pipeline] {kind}: {record.get('issuesFound', 0)} issue(s) found"
+    if record.get("autoFixEnabled"):
+        fixes = f"auto-fix on: {record.get('issuesFixed', 0)} of {len(issues)} issue(s) fixed"
+    else:
+        fixes = "dry run: nothing was changed (auto-fix off)"
+    lines = [
+        f"{kind} run {run_id} ({record.get('triggeredBy')}): {len(issues)} issue(s); {fixes}.",
+    ]
+    if record.get("failure"):
+        lines.append(f"The run FAILED: {record['failure']}")
+    if guard_text:
+        lines.append(f"Blast-radius guard: {guard_text}")
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for issue in issues:
+        grouped.setdefault(str(issue.get("type")), []).append(issue)
+    for drift_type in [t.value for t in DriftType if t.value in grouped]:
+        group = grouped[drift_type]
+        fixed = sum(i.get("outcome") == "fixed" for i in group)
+        lines.append(f"{drift_type}: {len(group)} ({fixed} fixed)")
+        lines += [f"  - {i.get('description')}" for i in group[:examples]]
+        if len(group) > examples:
+            lines.append(f"  … and {len(group) - examples} more")
+    if run_url:
+        lines.append(f"Run: {run_url}")
+    return Notice(subject=subject, lines=tuple(lines))
+
+
+def discord_message(notice: Notice, limit: int = DISCORD_LIMIT) -> str:
+    """The notice as one Discord message of at most `limit` characters.
+
+    When it is too long, example lines are dropped from the end first (the counts, the
+    failure and the link always stay), then the text is cut with a note.
+    """
+    head = f"**{notice.subject}**"
+    lines = list(notice.lines)
+    keep_last = [line for line in lines if line.startswith("Run: ")]
+    body = [line for line in lines if line not in keep_last]
+
+    def render(parts: list[str], dropped: int) -> str:
+        note = [f"({dropped} example line(s) left out to fit Discord's limit)"] if dropped else []
+        return "\n".join([head, *parts, *note, *keep_last])
+
+    dropped = 0
+    while len(render(body, dropped)) > limit and any(line.startswith("  ") for line in body):
+        last_example = max(i for i, line in enumerate(body) if line.startswith("  "))
+        del body[last_example]
+        dropped += 1
+    text = render(body, dropped)
+    if len(text) > limit:
+        cut = "\n… (cut to fit Discord's limit)"
+        text = text[: limit - len(cut)] + cut
+    return text
