@@ -22,6 +22,7 @@ from recon_pipeline.defs.partitions import daily_partitions
 from recon_pipeline.defs.resources import (
     DiscordResource,
     MembershipDbResource,
+    NotifierResource,
     ReconciliationPolicyResource,
     StripeResource,
 )
@@ -39,16 +40,29 @@ def _env_or(name: str, default: str | None) -> str | dg.EnvVar:
 
 def build_resources(settings: Settings) -> dict[str, object]:
     database_url = _env_or("DATABASE_URL", settings.DATABASE_URL)
+    discord = DiscordResource(
+        bot_token=dg.EnvVar("DISCORD_BOT_TOKEN"),
+        guild_id=settings.DISCORD_GUILD_ID or "",
+        api_base=settings.DISCORD_API_BASE,
+    )
     return {
         "membership_db": MembershipDbResource(database_url=database_url),
         "io_manager": FrameStoreIOManager(database_url=database_url),
         "stripe": StripeResource(
             secret_key=dg.EnvVar("STRIPE_SECRET_KEY"), api_base=settings.STRIPE_API_BASE
         ),
-        "discord": DiscordResource(
-            bot_token=dg.EnvVar("DISCORD_BOT_TOKEN"),
-            guild_id=settings.DISCORD_GUILD_ID or "",
-            api_base=settings.DISCORD_API_BASE,
+        "discord": discord,
+        "notifier": NotifierResource(
+            email_provider=settings.EMAIL_PROVIDER,
+            admin_email=settings.ADMIN_EMAIL,
+            from_address=settings.EMAIL_FROM_ADDRESS,
+            smtp_host=settings.SMTP_HOST,
+            smtp_port=settings.SMTP_PORT,
+            smtp_username=settings.SMTP_USERNAME,
+            smtp_password=_env_or("SMTP_PASSWORD", None) or None,
+            smtp_starttls=settings.SMTP_STARTTLS,
+            admin_channel_id=settings.DISCORD_ADMIN_CHANNEL_ID,
+            webserver_url=settings.DAGSTER_WEBSERVER_URL,
         ),
         "policy": ReconciliationPolicyResource(
             squire_role=settings.DISCORD_ROLE_SQUIRE,

@@ -64,6 +64,14 @@ class Pipeline:
         finally:
             engine.dispose()
 
+    def execute(self, sql: str, **params: object) -> None:
+        engine = self.engine()
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(sql), params)
+        finally:
+            engine.dispose()
+
     def scalar(self, sql: str, **params: object) -> Any:
         engine = self.engine()
         try:

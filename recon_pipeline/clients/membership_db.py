@@ -368,10 +368,13 @@ def write_run_record(conn: sa.Connection, record: RunRecord) -> None:
     _upsert(conn, pipeline_run_table, record.pipeline_row())
 
 
-def write_failed_run_record(conn: sa.Connection, record: RunRecord, *, append: bool = True) -> None:
-    """Record a failure: the `"ReconciliationRun"` row is kept if the run already wrote one,
-    else written from `record`. The pipeline's row says failed and why; with `append` a
-    failure already recorded there is kept and this one added, without it that row is kept."""
+def write_failed_run_record(conn: sa.Connection, record: RunRecord, *, append: bool = True) -> bool:
+    """Record a failure; True when it is the run's first recorded failure.
+
+    The `"ReconciliationRun"` row is kept if the run already wrote one, else written from
+    `record`. The pipeline's row says failed and why; with `append` a failure already recorded
+    there is kept and this one added, without it that row is kept.
+    """
     _upsert(conn, reconciliation_run_table, record.app_row(), update=False)
     existing = conn.execute(
         sa.select(pipeline_run_table.c.status, pipeline_run_table.c.failure).where(
@@ -379,11 +382,13 @@ def write_failed_run_record(conn: sa.Connection, record: RunRecord, *, append: b
         )
     ).first()
     row = record.pipeline_row()
-    if existing and existing.status == "failed" and existing.failure:
+    first = not (existing and existing.status == "failed" and existing.failure)
+    if not first:
         if not append or (record.failure or "") in existing.failure:
-            return
+            return False
         row["failure"] = f"{existing.failure}; {record.failure}"
     _upsert(conn, pipeline_run_table, row)
+    return first
 
 
 def read_run_record(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:

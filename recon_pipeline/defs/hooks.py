@@ -11,7 +11,14 @@ import dagster as dg
 from recon_pipeline.clients.frame_store import stored_row_count, writer_runs
 from recon_pipeline.clients.membership_db import RunRecord, write_failed_run_record
 from recon_pipeline.defs import run_tags
-from recon_pipeline.defs.resources import MembershipDbResource, ReconciliationPolicyResource
+from recon_pipeline.defs.partitions import local_day
+from recon_pipeline.defs.resources import (
+    DiscordResource,
+    MembershipDbResource,
+    NotifierResource,
+    ReconciliationPolicyResource,
+)
+from recon_pipeline.domain.notices import compose_notice
 
 _COUNTED_FRAMES = ("membership_members", "membership_teams", "drift_issues")
 
@@ -41,6 +48,9 @@ def record_failure(
     failure: str,
     membership_db: MembershipDbResource,
     policy: ReconciliationPolicyResource,
+    notifier: NotifierResource,
+    discord: DiscordResource,
+    log: dg.DagsterLogManager,
     *,
     append: bool = True,
 ) -> RunRecord:
@@ -74,11 +84,17 @@ def record_failure(
             parent_run_id=tags.get(run_tags.PARENT_RUN_ID),
             failure=failure,
         )
-        write_failed_run_record(conn, record, append=append)
+        first = write_failed_run_record(conn, record, append=append)
+    # The admins hear once per failed run; a failed recomputation of a past day stays quiet.
+    if first and (partition is None or partition == local_day(policy.timezone)):
+        notice = compose_notice(
+            {**record.app_row(), "failure": failure}, run_url=notifier.run_url(run_id)
+        )
+        notifier.send(notice, log, discord=discord)
     return record
 
 
-@dg.failure_hook(required_resource_keys={"membership_db", "policy"})
+@dg.failure_hook(required_resource_keys={"membership_db", "policy", "notifier", "discord"})
 def record_failed_run(context: dg.HookContext) -> None:
     """Record the run as failed, naming the step and why."""
     failure = failure_text(context.step_key, context.op_exception)
@@ -89,6 +105,9 @@ def record_failed_run(context: dg.HookContext) -> None:
             failure,
             context.resources.membership_db,
             context.resources.policy,
+            context.resources.notifier,
+            context.resources.discord,
+            context.log,
         )
     except Exception as exc:  # the database itself may be why the run failed
         context.log.error(f"could not record the failed run in the database: {exc}")
@@ -106,10 +125,20 @@ def record_failed_runs_sensor(
     context: dg.RunFailureSensorContext,
     membership_db: MembershipDbResource,
     policy: ReconciliationPolicyResource,
+    notifier: NotifierResource,
+    discord: DiscordResource,
 ) -> None:
     run = context.dagster_run
     failure = context.failure_event.message or "the run failed"
     record = record_failure(
-        context.instance, run.run_id, failure, membership_db, policy, append=False
+        context.instance,
+        run.run_id,
+        failure,
+        membership_db,
+        policy,
+        notifier,
+        discord,
+        context.log,
+        append=False,
     )
     context.log.info(f"recorded failed run {record.run_id}")

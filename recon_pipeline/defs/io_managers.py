@@ -20,7 +20,7 @@ class FrameStoreIOManager(dg.ConfigurableIOManager):
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)
-    database_url: str = Field(description="DATABASE_URL")
+    database_url: str = Field(description="DATABASE_URL", repr=False)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         name = context.asset_key.path[-1]

@@ -6,6 +6,7 @@ variable's name, never its value.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,10 +15,12 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import ConfigDict, Field
 
-from recon_pipeline.clients.discord import DiscordClient
+from recon_pipeline.clients.discord import DiscordClient, DiscordError
+from recon_pipeline.clients.mail import MailError, SmtpServer, build_message, send_email
 from recon_pipeline.clients.membership_db import ensure_pipeline_tables, parse_database_url
 from recon_pipeline.clients.stripe import StripeBilling
 from recon_pipeline.domain.fixes import GuardPolicy
+from recon_pipeline.domain.notices import Notice, discord_message
 from recon_pipeline.domain.policy import AccessPolicy, ManagedRoles
 
 
@@ -35,7 +38,9 @@ class MembershipDbResource(dg.ConfigurableResource):
     """The membership database: the app's `"Member"`, `"Team"` and `"ReconciliationRun"`."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
-    database_url: str = Field(description="DATABASE_URL (may hold a password: set via env)")
+    database_url: str = Field(
+        description="DATABASE_URL (may hold a password: set via env)", repr=False
+    )
 
     @contextmanager
     def engine(self) -> Iterator[sa.Engine]:
@@ -50,7 +55,7 @@ class StripeResource(dg.ConfigurableResource):
     """Stripe, read only: every subscription of every status."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
-    secret_key: str = Field(description="STRIPE_SECRET_KEY")
+    secret_key: str = Field(description="STRIPE_SECRET_KEY", repr=False)
     api_base: str = Field(description="STRIPE_API_BASE, without /v1")
 
     def client(self) -> StripeBilling:
@@ -61,7 +66,7 @@ class DiscordResource(dg.ConfigurableResource):
     """The community's Discord server, through the bot."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
-    bot_token: str = Field(description="DISCORD_BOT_TOKEN")
+    bot_token: str = Field(description="DISCORD_BOT_TOKEN", repr=False)
     guild_id: str = Field(description="DISCORD_GUILD_ID")
     api_base: str = Field(description="DISCORD_API_BASE, with the version path")
 
@@ -97,3 +102,73 @@ class ReconciliationPolicyResource(dg.ConfigurableResource):
 
     def guard_policy(self) -> GuardPolicy:
         return GuardPolicy(floor=self.guard_floor, fraction=self.guard_fraction)
+
+
+class NotifierResource(dg.ConfigurableResource):
+    """Admin notices: email (SMTP or printed) and a message in the Discord admin channel.
+
+    A notice that cannot be sent is logged and never fails the run.
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    email_provider: str = Field(description="EMAIL_PROVIDER: console or smtp")
+    admin_email: str | None = Field(default=None, description="ADMIN_EMAIL")
+    from_address: str | None = Field(default=None, description="EMAIL_FROM_ADDRESS")
+    smtp_host: str | None = Field(default=None, description="SMTP_HOST")
+    smtp_port: int = Field(default=587, description="SMTP_PORT")
+    smtp_username: str | None = Field(default=None, description="SMTP_USERNAME")
+    smtp_password: str | None = Field(
+        default=None, description="SMTP_PASSWORD (secret)", repr=False
+    )
+    smtp_starttls: bool = Field(default=True, description="SMTP_STARTTLS")
+    admin_channel_id: str | None = Field(default=None, description="DISCORD_ADMIN_CHANNEL_ID")
+    webserver_url: str | None = Field(default=None, description="DAGSTER_WEBSERVER_URL")
+
+    def run_url(self, run_id: str) -> str | None:
+        return f"{self.webserver_url.rstrip('/')}/runs/{run_id}" if self.webserver_url else None
+
+    def send(
+        self,
+        notice: Notice,
+        log: logging.Logger | dg.DagsterLogManager,
+        *,
+        discord: DiscordResource,
+    ) -> dict[str, str]:
+        """Send `notice` wherever configured (the admin channel through `discord`'s bot);
+        what happened per channel."""
+        sent = {"email": "not configured", "discord": "not configured"}
+        if self.admin_email:
+            sent["email"] = self._email(notice, log)
+        if self.admin_channel_id:
+            try:
+                with discord.client() as client:
+                    client.send_message(self.admin_channel_id, discord_message(notice))
+                sent["discord"] = "sent"
+            except (DiscordError, ValueError) as exc:
+                log.error(f"admin notice to Discord channel {self.admin_channel_id} failed: {exc}")
+                sent["discord"] = f"failed: {exc}"
+        return sent
+
+    def _email(self, notice: Notice, log: logging.Logger | dg.DagsterLogManager) -> str:
+        message = build_message(
+            sender=self.from_address or self.admin_email or "",
+            recipient=self.admin_email or "",
+            subject=notice.subject,
+            body=notice.text,
+        )
+        if self.email_provider != "smtp" or not self.smtp_host:
+            log.info(f"admin notice (EMAIL_PROVIDER=console):\n{message}")
+            return "printed"
+        server = SmtpServer(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            starttls=self.smtp_starttls,
+            username=self.smtp_username,
+            password=self.smtp_password,
+        )
+        try:
+            send_email(server, message)
+        except MailError as exc:
+            log.error(f"admin notice email to {self.admin_email} failed: {exc}")
+            return f"failed: {exc}"
+        return "sent"

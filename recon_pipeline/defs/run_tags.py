@@ -16,6 +16,7 @@ AUTO_FIX = "recon/auto_fix"  # "true" | "false", set once the run knows
 ISSUES_FIXED = "recon/issues_fixed"
 FIXES_APPLIED = "recon/fixes_applied"  # "true" once a run fixed at least one issue
 GUARD = "recon/guard"  # "ok" | "tripped" | "overridden"
+GUARD_DETAIL = "recon/guard_detail"  # the guard's numbers, for notices
 PARENT_RUN_ID = "recon/parent_run_id"  # on a verification run: the run it verifies
 
 

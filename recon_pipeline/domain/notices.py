@@ -46,7 +46,9 @@ def compose_notice(
         subject = f"[recon_pipeline] {kind} run failed"
     else:
         subject = f"[recon_pipeline] {kind}: {record.get('issuesFound', 0)} issue(s) found"
-    if record.get("autoFixEnabled"):
+    if record.get("isVerificationRun"):
+        fixes = "a re-check only: nothing was changed; these fixes did not hold"
+    elif record.get("autoFixEnabled"):
         fixes = f"auto-fix on: {record.get('issuesFixed', 0)} of {len(issues)} issue(s) fixed"
     else:
         fixes = "dry run: nothing was changed (auto-fix off)"

@@ -13,6 +13,7 @@ from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.defs.resources import (
     DiscordResource,
     MembershipDbResource,
+    NotifierResource,
     ReconciliationPolicyResource,
 )
 from recon_pipeline.domain.fixes import (
@@ -24,6 +25,7 @@ from recon_pipeline.domain.fixes import (
     plan_fix_actions,
     skipped_results,
 )
+from recon_pipeline.domain.notices import compose_notice, needs_notice
 from recon_pipeline.domain.policy import resolve_managed_role_ids
 from recon_pipeline.domain.report import RunSummary, issues_json
 from recon_pipeline.fixing import FixRun, apply_actions
@@ -138,6 +140,7 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 run_tags.AUTO_FIX: str(not blocked).lower(),
                 run_tags.ISSUES_FIXED: str(summary.issues_fixed),
                 run_tags.GUARD: guard_state,
+                run_tags.GUARD_DETAIL: guard.describe(),
             },
         )
         if blocked and auto_fix:
@@ -181,6 +184,8 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         context: dg.AssetExecutionContext,
         reconciliation_fixes: pd.DataFrame,
         membership_db: MembershipDbResource,
+        notifier: NotifierResource,
+        discord: DiscordResource,
     ) -> dg.MaterializeResult:
         """The run's `ReconciliationRun` row (id = this Dagster run's id), as the app's admin
         views read it: counts, auto-fix flag, how it was triggered and every issue with its
@@ -205,6 +210,20 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 partition_key=context.partition_key,
             )
             write_run_record(conn, record)
+            writers = writer_runs(conn, FIX_INPUT_FRAMES, context.partition_key)
+        # Only a run of today on its own snapshots tells the admins: a recomputed past day
+        # (a backfill) makes no outside call at all.
+        own = run_tags.own_runs(run.run_id, run.tags)
+        fresh = all(writer in own for writer in writers.values())
+        tripped = run.tags.get(run_tags.GUARD) == "tripped"
+        notice_sent: dict[str, str] = {}
+        if fresh and needs_notice(record.app_row(), guard_tripped=tripped):
+            notice = compose_notice(
+                record.app_row(),
+                guard_text=run.tags.get(run_tags.GUARD_DETAIL) if tripped else None,
+                run_url=notifier.run_url(run.run_id),
+            )
+            notice_sent = notifier.send(notice, context.log, discord=discord)
         context.log.info(
             f"ReconciliationRun {record.run_id}: {record.issues_found} issue(s), "
             f"{record.issues_fixed} fixed, triggered by {record.triggered_by}"
@@ -230,6 +249,7 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 "issues_fixed": record.issues_fixed,
                 "triggered_by": record.triggered_by,
                 "by_type": dg.MetadataValue.json(summary.by_type),
+                "admin_notice": dg.MetadataValue.json(notice_sent or {"sent": "no notice due"}),
             },
         )
 

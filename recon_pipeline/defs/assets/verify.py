@@ -11,10 +11,12 @@ from recon_pipeline.defs.hooks import record_failed_run
 from recon_pipeline.defs.resources import (
     DiscordResource,
     MembershipDbResource,
+    NotifierResource,
     ReconciliationPolicyResource,
     StripeResource,
 )
 from recon_pipeline.domain.drift import find_drift_issues
+from recon_pipeline.domain.notices import compose_notice
 from recon_pipeline.domain.policy import Severity
 from recon_pipeline.domain.verification import verify_fixes
 
@@ -69,6 +71,7 @@ def verification_report(
     stripe: StripeResource,
     discord: DiscordResource,
     policy: ReconciliationPolicyResource,
+    notifier: NotifierResource,
 ):  # no return annotation: with check_specs Dagster reads one as the output's type
     """The verified run's fixed issues that persist in fresh snapshots ("N of M fixed issues
     persist"). Recorded as a ReconciliationRun with isVerificationRun=true; never fixes."""
@@ -81,24 +84,26 @@ def verification_report(
     )
     result = verify_fixes(parent_issues, drift)
     run = context.instance.get_run_by_id(context.run.run_id) or context.run
+    record = RunRecord(
+        run_id=run.run_id,
+        job_name=run.job_name,
+        started_at=run_tags.run_started_at(context.instance, run.run_id),
+        completed_at=run_tags.utcnow(),
+        triggered_by="verification",
+        auto_fix_enabled=False,
+        is_verification_run=True,
+        members_checked=len(members),
+        teams_checked=len(teams),
+        issues_found=len(result.persisting),
+        issues=result.persisting,
+        parent_run_id=config.parent_run_id,
+    )
     with membership_db.engine() as engine, engine.begin() as conn:
-        write_run_record(
-            conn,
-            RunRecord(
-                run_id=run.run_id,
-                job_name=run.job_name,
-                started_at=run_tags.run_started_at(context.instance, run.run_id),
-                completed_at=run_tags.utcnow(),
-                triggered_by="verification",
-                auto_fix_enabled=False,
-                is_verification_run=True,
-                members_checked=len(members),
-                teams_checked=len(teams),
-                issues_found=len(result.persisting),
-                issues=result.persisting,
-                parent_run_id=config.parent_run_id,
-            ),
-        )
+        write_run_record(conn, record)
+    notice_sent: dict[str, str] = {}
+    if result.persisting:
+        notice = compose_notice(record.app_row(), run_url=notifier.run_url(run.run_id))
+        notice_sent = notifier.send(notice, context.log, discord=discord)
     context.log.info(f"Verification of run {config.parent_run_id}: {result.summary}")
     high_now = int((drift["severity"] == Severity.HIGH).sum())
     persisting = pd.DataFrame(
@@ -114,6 +119,7 @@ def verification_report(
             "fixed_issues_checked": result.checked,
             "persisting": len(result.persisting),
             "other_parent_issues_still_open": result.still_open,
+            "admin_notice": dg.MetadataValue.json(notice_sent or {"sent": "no notice due"}),
             "persisting_issues": dg.MetadataValue.md(
                 listing.to_markdown(index=False) if len(listing) else "None: every fix held."
             ),
