@@ -28,8 +28,13 @@ _INSTANCE_YAML = """\
 telemetry:
   enabled: false
 concurrency:
+  runs:
+    # reconciliation_job and verification_job carry this tag: one runs, the others queue
+    tag_concurrency_limits:
+      - key: "recon/lock"
+        limit: 1
   pools:
-    # recon_fixes: only one run applies fixes at a time (SPEC §6)
+    # recon_fixes: only one step applies fixes at a time, backfills included (SPEC §6)
     default_limit: 1
 """
 # What a run cannot start without; each is named when missing.
