@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from recon_pipeline.sandbox.server import free_port
-from recon_pipeline_tests.test_production.conftest import ROOT, ProductionHome
-from recon_pipeline_tests.test_production.processes import (
+from recon_pipeline_tests.processes import (
     READY_S,
     command,
     log_tail,
@@ -25,6 +24,7 @@ from recon_pipeline_tests.test_production.processes import (
     wait_for,
     wait_until_loaded,
 )
+from recon_pipeline_tests.test_production.conftest import ROOT, ProductionHome
 
 pytestmark = pytest.mark.slow
 

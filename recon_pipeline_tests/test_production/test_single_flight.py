@@ -25,6 +25,14 @@ from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.sandbox.demo import Sandbox
 from recon_pipeline.sandbox.server import free_port
 from recon_pipeline_tests.harness import TIMEZONE, running_pipeline
+from recon_pipeline_tests.processes import (
+    command,
+    log_tail,
+    start,
+    stop,
+    wait_for,
+    wait_until_loaded,
+)
 from recon_pipeline_tests.scenario import (
     EXPECTED_ISSUES,
     REPORT_ONLY,
@@ -33,14 +41,6 @@ from recon_pipeline_tests.scenario import (
     scenario_community,
 )
 from recon_pipeline_tests.test_production.conftest import ROOT, ProductionHome
-from recon_pipeline_tests.test_production.processes import (
-    command,
-    log_tail,
-    start,
-    stop,
-    wait_for,
-    wait_until_loaded,
-)
 
 pytestmark = [
     pytest.mark.slow,

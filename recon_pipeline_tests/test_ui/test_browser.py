@@ -17,11 +17,9 @@ import datetime as dt
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from recon_pipeline.clients.membership_db import parse_database_url, read_run_re
 from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.sandbox.demo import Sandbox, running_sandbox, seed_membership_db
 from recon_pipeline.sandbox.server import free_port
+from recon_pipeline_tests.processes import start, stop, wait_for, wait_until_loaded
 from recon_pipeline_tests.scenario import (
     EXPECTED_ISSUES,
     REPORT_ONLY,
@@ -98,33 +97,8 @@ BACKFILL_TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAIL
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, every_s: float = 1.0) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(every_s)
-
-
 # --- dagster dev ---------------------------------------------------------------------------------
 
-_LOCATIONS = """
-query {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
-      }
-    }
-  }
-}"""
 _RUN_FIELDS = "runId jobName status creationTime startTime endTime tags { key value }"
 _RUN = f"""
 query($id: ID!) {{
@@ -266,56 +240,6 @@ def _with_tag_dict(run: dict[str, Any]) -> dict[str, Any]:
     return {**run, "tags": {t["key"]: t["value"] for t in run["tags"]}}
 
 
-@contextmanager
-def _sigint_not_ignored() -> Iterator[None]:
-    """Let the child start with SIGINT at its default.
-
-    `dagster dev` maps SIGTERM to its SIGINT handler; started from a shell's background job,
-    SIGINT is ignored and so would SIGTERM be, and the teardown could not stop it.
-    """
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        yield
-        return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """TERM the whole process group (webserver, daemon, code servers, run workers)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _wait_until_ready(dev: DagsterDev) -> None:
-    """Until /server_info answers 200 and GraphQL reports every code location LOADED."""
-
-    def ready() -> bool:
-        if dev.process.poll() is not None:
-            raise AssertionError(f"dagster dev exited with code {dev.process.returncode}")
-        try:
-            if dev.http.get(f"{dev.url}/server_info").status_code != 200:
-                return False
-            workspace = dev.gql(_LOCATIONS)["workspaceOrError"]
-        except httpx.TransportError:
-            return False
-        entries = workspace.get("locationEntries") or []
-        for entry in entries:
-            loaded = entry["locationOrLoadError"] or {}
-            if loaded.get("__typename") == "PythonError":
-                raise AssertionError(f"location {entry['name']} failed: {loaded['message']}")
-        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
-
-    wait_for("dagster dev to serve with its code location loaded", ready, READY_S, every_s=0.25)
-
-
 @pytest.fixture(scope="module")
 def dagster_dev(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -345,21 +269,18 @@ def dagster_dev(
             "RECONCILIATION_TIMEZONE": TIMEZONE,
         }
         log_path = tmp / "dagster-dev.log"
-        log = stack.enter_context(log_path.open("wb"))
-        with _sigint_not_ignored():
-            process = subprocess.Popen(
-                [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
-                cwd=ROOT,  # workspace.yaml / pyproject.toml name the code location
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        stack.callback(_stop, process)
+        # cwd: workspace.yaml / pyproject.toml name the code location
+        process = start(
+            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            log_path=log_path,
+        )
+        stack.callback(stop, process)
         http = stack.enter_context(httpx.Client(timeout=30))
         dev = DagsterDev(f"http://127.0.0.1:{port}", process, log_path, database_url, sandbox, http)
         try:
-            _wait_until_ready(dev)
+            wait_until_loaded(dev.url, [process], READY_S)
         except AssertionError as exc:
             tail = dev.log_tail()
             raise AssertionError(f"{exc}\n--- dagster dev log (tail) ---\n{tail}") from None
