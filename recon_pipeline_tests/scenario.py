@@ -12,6 +12,17 @@ from recon_pipeline.sandbox.community import Community
 from recon_pipeline_tests.builders import ROLE_IDS, Snapshot, account, guild, member, sub, team
 
 GUILD_ROLE_IDS = ROLE_IDS
+# The reconciliation job's assets, by their stable names (spelled out, not read from the code).
+RECONCILIATION_ASSETS = (
+    "membership_members",
+    "membership_teams",
+    "stripe_subscriptions",
+    "discord_roles",
+    "discord_member_roles",
+    "drift_issues",
+    "reconciliation_fixes",
+    "reconciliation_run",
+)
 
 
 def _snapshot() -> Snapshot:

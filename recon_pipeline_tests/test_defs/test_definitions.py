@@ -16,6 +16,7 @@ from dagster._utils.schedules import schedule_execution_time_iterator
 
 from recon_pipeline.definitions import build_definitions
 from recon_pipeline.settings import load_settings
+from recon_pipeline_tests.scenario import RECONCILIATION_ASSETS
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -34,16 +35,7 @@ def test_definitions_load_with_the_stable_names() -> None:
         "America/New_York",
     )
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {
-        "membership_members",
-        "membership_teams",
-        "stripe_subscriptions",
-        "discord_roles",
-        "discord_member_roles",
-        "drift_issues",
-        "reconciliation_fixes",
-        "reconciliation_run",
-    } <= keys
+    assert set(RECONCILIATION_ASSETS) <= keys
 
 
 def _ticks(defs: dg.Definitions, start: dt.datetime, days: int) -> list[tuple[dt.datetime, str]]:

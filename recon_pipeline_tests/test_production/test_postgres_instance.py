@@ -31,6 +31,7 @@ from recon_pipeline.defs.partitions import local_day
 from recon_pipeline_tests.harness import TIMEZONE, running_pipeline
 from recon_pipeline_tests.scenario import (
     EXPECTED_ISSUES,
+    RECONCILIATION_ASSETS,
     REPORT_ONLY,
     ROLE_CHANGES,
     STATUSES_AFTER_FIX,
@@ -39,16 +40,6 @@ from recon_pipeline_tests.scenario import (
 from recon_pipeline_tests.test_production.conftest import DAGSTER_YAML, ROOT, ProductionHome
 
 LOCATION = "recon_pipeline"
-RECONCILIATION_ASSETS = (
-    "membership_members",
-    "membership_teams",
-    "stripe_subscriptions",
-    "discord_roles",
-    "discord_member_roles",
-    "drift_issues",
-    "reconciliation_fixes",
-    "reconciliation_run",
-)
 POSTGRES_VARIABLES = {
     "username": "DAGSTER_POSTGRES_USER",
     "password": "DAGSTER_POSTGRES_PASSWORD",

@@ -39,6 +39,7 @@ from recon_pipeline.sandbox.server import free_port
 from recon_pipeline_tests.processes import start, stop, wait_for, wait_until_loaded
 from recon_pipeline_tests.scenario import (
     EXPECTED_ISSUES,
+    RECONCILIATION_ASSETS,
     REPORT_ONLY,
     ROLE_CHANGES,
     scenario_community,
@@ -532,25 +533,15 @@ def test_sensor_verifies_the_fixing_run_exactly_once(
 
 def test_asset_lineage_shows_every_reconciliation_asset(page: Page, fixed_run: str) -> None:
     # After the fixing run, so the graph (and the README's screenshot) shows materialized assets.
-    assets = (
-        "membership_members",
-        "membership_teams",
-        "stripe_subscriptions",
-        "discord_roles",
-        "discord_member_roles",
-        "drift_issues",
-        "reconciliation_fixes",
-        "reconciliation_run",
-    )
     page.goto(f"/locations/{LOCATION}/asset-groups/membership_recon")
-    for asset in assets:
+    for asset in RECONCILIATION_ASSETS:
         expect(page.get_by_text(asset, exact=True).first).to_be_visible()
     # At the initial zoom the five snapshot assets are taller than the canvas: one step out
     # (names still in full) and a small pan bring the whole graph into view.
     page.get_by_role("button", name="zoom_out").click()
     page.mouse.move(1000, 300)  # an empty part of the canvas; the wheel pans the graph
     page.mouse.wheel(0, -40)
-    for asset in assets:
+    for asset in RECONCILIATION_ASSETS:
         expect(page.get_by_text(asset, exact=True).first).to_be_in_viewport()
     shoot(page, "01-asset-lineage")
 
