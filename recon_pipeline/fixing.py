@@ -1,9 +1,12 @@
 """Carry out planned fix actions (SPEC §5): one Discord call per role change, one UPDATE per
 stale status, each result recorded durably before the next action starts.
 
-Recording each result as it happens is what makes a re-executed run safe: when a run works
-from the snapshots of the run it re-executes, an action already recorded as fixed under the same
-scope (the first run of the chain) is not repeated. One member's failure never stops the others;
+Recording each step as it happens is what makes a re-executed run safe: a role change is noted
+as pending before its call and as fixed or failed after it, and a status write commits together
+with its note. When a run works from the snapshots of the run it re-executes, an action recorded
+as fixed under the same scope (the first run of the chain) is not repeated, and one left pending
+by a killed attempt is first looked up on Discord, so a change that went through is not made
+twice. One member's failure never stops the others;
 within one issue, a failed action holds back the ones after it (a swap whose grant failed keeps
 its old role). Only errors that make every further call futile (Discord blocking the bot or
 rejecting its token, Discord unavailable again and again, a managed role that vanished, a role
@@ -29,8 +32,8 @@ from recon_pipeline.clients.discord import (
     UnknownRoleError,
 )
 from recon_pipeline.clients.membership_db import (
-    fixed_action_keys,
     record_fix_action,
+    recorded_actions,
     write_cached_status,
 )
 from recon_pipeline.domain.fixes import ActionCol, ActionKind, Outcome, ResultCol
@@ -38,6 +41,7 @@ from recon_pipeline.domain.fixes import ActionCol, ActionKind, Outcome, ResultCo
 _log = logging.getLogger(__name__)
 # Consecutive "Discord unavailable" failures (each already retried) after which the rest stop.
 MAX_CONSECUTIVE_UNAVAILABLE = 3
+PENDING = "pending"  # recorded outcome of a role change whose call is under way
 
 
 class RoleWriter(Protocol):
@@ -46,6 +50,8 @@ class RoleWriter(Protocol):
     def add_role(self, user_id: str, role_id: str, *, reason: str) -> None: ...
 
     def remove_role(self, user_id: str, role_id: str, *, reason: str) -> None: ...
+
+    def member_role_ids(self, user_id: str) -> frozenset[str] | None: ...
 
 
 @dataclass
@@ -71,23 +77,24 @@ def apply_actions(
     run: FixRun,
 ) -> pd.DataFrame:
     """Perform `actions` (rows of `ActionCol`) and return one `ResultCol` row per action."""
-    already: set[str] = set()
+    recorded: dict[str, str] = {}
     if run.trust_recorded_fixes:
         with engine.connect() as conn:
-            already = fixed_action_keys(conn, run.scope_id)
+            recorded = recorded_actions(conn, run.scope_id)
     results = []
     held_back: dict[int, str] = {}  # issue → why its remaining actions wait
     for action in actions.itertuples(index=False):
         row = action._asdict()
         key, issue = row[ActionCol.KEY], int(row[ActionCol.ISSUE])
-        if key in already:
+        if recorded.get(key) == Outcome.FIXED:
             outcome, detail = Outcome.FIXED, "already applied earlier in this run"
         elif issue in held_back:
             outcome, detail = Outcome.NOT_ATTEMPTED, held_back[issue]
+        elif recorded.get(key) == PENDING and _already_in_effect(row, discord, run):
+            outcome, detail = Outcome.FIXED, "applied by an interrupted attempt (seen on Discord)"
+            _record(engine, run, row, outcome, detail)
         else:
             outcome, detail = _perform(row, discord=discord, engine=engine, run=run)
-            if outcome in (Outcome.FIXED, Outcome.FAILED):
-                _record(engine, run, row, outcome, detail)
         if outcome != Outcome.FIXED:
             held_back.setdefault(
                 issue,
@@ -97,17 +104,41 @@ def apply_actions(
     return pd.DataFrame(results, columns=list(ResultCol.ALL)).astype("str")
 
 
+def _already_in_effect(action: dict[str, object], discord: RoleWriter, run: FixRun) -> bool:
+    """Whether a role change left pending by a killed attempt is already true on Discord."""
+    role_id = run.role_ids[str(action[ActionCol.VALUE])]
+    try:
+        held = discord.member_role_ids(str(action[ActionCol.DISCORD_ID]))
+    except DiscordError as exc:
+        _log.warning("could not look up %s: %s", action[ActionCol.DISCORD_ID], exc)
+        return False
+    if held is None:
+        return False
+    return (role_id in held) == (action[ActionCol.KIND] == ActionKind.ADD_ROLE)
+
+
 def _perform(
     action: dict[str, object], *, discord: RoleWriter, engine: sa.Engine, run: FixRun
 ) -> tuple[Outcome, str]:
+    """Make one change and record its outcome (a status write commits with its record)."""
     kind = action[ActionCol.KIND]
     if kind == ActionKind.SET_STATUS:
-        return _write_status(action, engine)
+        return _write_status(action, engine, run)
     role = str(action[ActionCol.VALUE])
     if run.stopped:
         return Outcome.NOT_ATTEMPTED, f"not attempted: {run.stopped}"
     if role in run.unwritable_roles:
         return Outcome.NOT_ATTEMPTED, f"not attempted: {run.unwritable_roles[role]}"
+    _record(engine, run, action, PENDING, "")
+    outcome, detail = _call_discord(action, role, discord=discord, run=run)
+    _record(engine, run, action, outcome, detail)
+    return outcome, detail
+
+
+def _call_discord(
+    action: dict[str, object], role: str, *, discord: RoleWriter, run: FixRun
+) -> tuple[Outcome, str]:
+    kind = action[ActionCol.KIND]
     call = discord.add_role if kind == ActionKind.ADD_ROLE else discord.remove_role
     try:
         call(str(action[ActionCol.DISCORD_ID]), run.role_ids[role], reason=run.audit_reason)
@@ -143,7 +174,7 @@ def _perform(
     return Outcome.FIXED, ""
 
 
-def _write_status(action: dict[str, object], engine: sa.Engine) -> tuple[Outcome, str]:
+def _write_status(action: dict[str, object], engine: sa.Engine, run: FixRun) -> tuple[Outcome, str]:
     status = str(action[ActionCol.VALUE])
     team_id = action[ActionCol.TEAM_ID]
     member_id = action[ActionCol.MEMBER_ID]
@@ -151,18 +182,24 @@ def _write_status(action: dict[str, object], engine: sa.Engine) -> tuple[Outcome
     try:
         with engine.begin() as conn:
             changed = write_cached_status(conn, status=status, **subject)
+            if changed:
+                record_fix_action(conn, run.scope_id, _action_row(action, Outcome.FIXED, ""))
     except sa.exc.SQLAlchemyError as exc:
-        return Outcome.FAILED, f"database error: {_db_error(exc)}"
-    if not changed:
-        return Outcome.FAILED, f"no such {next(iter(subject)).removesuffix('_id')} in the database"
-    return Outcome.FIXED, ""
+        outcome, detail = Outcome.FAILED, f"database error: {_db_error(exc)}"
+    else:
+        if changed:
+            return Outcome.FIXED, ""
+        what = next(iter(subject)).removesuffix("_id")
+        outcome, detail = Outcome.FAILED, f"no such {what} in the database"
+    _record(engine, run, action, outcome, detail)
+    return outcome, detail
 
 
 def _record(
-    engine: sa.Engine, run: FixRun, action: dict[str, object], outcome: Outcome, detail: str
+    engine: sa.Engine, run: FixRun, action: dict[str, object], outcome: str, detail: str
 ) -> None:
-    # The change is already made; failing to note it must not stop the other members' fixes.
-    # Without the note a re-execution repeats the change, which Discord treats as a no-op.
+    # Failing to note a change must not stop the other members' fixes. Without the note a
+    # re-execution makes the change again, which Discord treats as a no-op.
     try:
         with engine.begin() as conn:
             record_fix_action(conn, run.scope_id, _action_row(action, outcome, detail))
@@ -174,7 +211,7 @@ def _db_error(exc: sa.exc.SQLAlchemyError) -> str:
     return f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"
 
 
-def _action_row(action: dict[str, object], outcome: Outcome, detail: str) -> dict[str, object]:
+def _action_row(action: dict[str, object], outcome: str, detail: str) -> dict[str, object]:
     def text(value: object) -> str | None:
         return None if value is None or pd.isna(value) else str(value)
 
@@ -186,6 +223,6 @@ def _action_row(action: dict[str, object], outcome: Outcome, detail: str) -> dic
         "discord_id": text(action[ActionCol.DISCORD_ID]),
         "action": action[ActionCol.KIND],
         "value": action[ActionCol.VALUE],
-        "outcome": outcome.value,
+        "outcome": str(outcome),
         "error": detail or None,
     }

@@ -459,29 +459,65 @@ def test_apply_actions_records_each_result_under_the_scope(
     assert recorded[gone]["applied_at"] is not None
 
 
-def test_apply_actions_records_each_result_before_the_next_call(
+def test_apply_actions_notes_each_change_as_pending_before_its_call_and_its_result_after(
     discord: Callable[[Snapshot], Sandbox], engine: sa.Engine
 ) -> None:
     snapshot = _paying(3)
     sandbox = discord(snapshot)
     actions = plan_fix_actions(snapshot.drift())
-    seen: list[int] = []
+    seen: list[list[str]] = []
 
     class Watching:
-        """The real client, noting how many results were recorded when each call starts."""
+        """The real client, noting the recorded outcomes when each call starts."""
 
         def add_role(self, user_id: str, role_id: str, *, reason: str) -> None:
-            seen.append(len(_recorded(engine)))
+            seen.append(sorted(r["outcome"] for r in _recorded(engine).values()))
             sandbox.client.add_role(user_id, role_id, reason=reason)
 
         def remove_role(self, user_id: str, role_id: str, *, reason: str) -> None:
-            seen.append(len(_recorded(engine)))
-            sandbox.client.remove_role(user_id, role_id, reason=reason)
+            raise AssertionError("no removal is planned")
+
+        def member_role_ids(self, user_id: str) -> frozenset[str] | None:
+            raise AssertionError("a fresh run has nothing to look up")
 
     apply_actions(actions, discord=Watching(), engine=engine, run=_fix_run())
 
-    assert seen == [0, 1, 2]
-    assert len(_recorded(engine)) == 3
+    assert seen == [["pending"], ["fixed", "pending"], ["fixed", "fixed", "pending"]]
+    assert [r["outcome"] for r in _recorded(engine).values()] == ["fixed"] * 3
+
+
+def test_a_change_left_pending_is_looked_up_and_made_only_if_it_did_not_go_through(
+    discord: Callable[[Snapshot], Sandbox], engine: sa.Engine
+) -> None:
+    # An attempt killed mid-call leaves two changes pending: 1001's reached Discord, 1002's not.
+    snapshot = _paying(2)
+    sandbox = discord(snapshot)
+    actions = plan_fix_actions(snapshot.drift())
+    went_through, lost = (_key(actions, d, "add_role", "Lord") for d in ("1001", "1002"))
+    sandbox.emulator.add_member("1001", roles=[LORD])
+    with engine.begin() as conn:
+        for key, discord_id in ((went_through, "1001"), (lost, "1002")):
+            conn.execute(
+                fix_action_table.insert().values(
+                    run_id=SCOPE,
+                    action_key=key,
+                    issue_type="MISSING_ACCESS",
+                    discord_id=discord_id,
+                    action="add_role",
+                    value="Lord",
+                    outcome="pending",
+                )
+            )
+
+    results = _apply(actions, sandbox, engine, trust_recorded_fixes=True)
+
+    assert results[went_through][0] == "fixed" and "interrupted" in results[went_through][1]
+    assert results[lost] == ("fixed", "")
+    assert _calls(sandbox.emulator) == [("PUT", "1002", LORD)]
+    assert {k: r["outcome"] for k, r in _recorded(engine).items()} == {
+        went_through: "fixed",
+        lost: "fixed",
+    }
 
 
 def test_apply_actions_trusting_recorded_fixes_skips_them_without_a_call(

@@ -280,6 +280,19 @@ class DiscordClient:
         """Take the role from `user_id` (idempotent, also if it was not held)."""
         self._member_role("DELETE", user_id, role_id, reason)
 
+    def member_role_ids(self, user_id: str) -> frozenset[str] | None:
+        """The role ids `user_id` holds now, or None when the account is not in the guild."""
+        _require_snowflake(user_id, "user_id")
+        path = f"/guilds/{self.guild_id}/members/{user_id}"
+        route = Route("GET", "/guilds/{guild_id}/members/{user_id}", path, self.guild_id)
+        try:
+            member = self._json(route, self._request(route))
+        except UnknownMemberError:
+            return None
+        if not isinstance(member, dict) or not isinstance(member.get("roles"), list):
+            raise DiscordError(f"{route}: expected a member object", kind="bad_response")
+        return frozenset(str(r) for r in member["roles"])
+
     def send_message(self, channel_id: str, content: str) -> None:
         """Post `content` (1–2000 characters) to a channel, pinging nobody."""
         _require_snowflake(channel_id, "channel_id")

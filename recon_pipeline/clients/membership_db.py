@@ -129,7 +129,9 @@ fix_action_table = sa.Table(
     sa.Column("discord_id", sa.Text, nullable=True),
     sa.Column("action", sa.Text, nullable=False, comment="add_role | remove_role | set_status"),
     sa.Column("value", sa.Text, nullable=False, comment="role name or status written"),
-    sa.Column("outcome", sa.Text, nullable=False, comment="fixed | failed | skipped"),
+    sa.Column(
+        "outcome", sa.Text, nullable=False, comment="fixed | failed | pending (call under way)"
+    ),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("applied_at", timestamp_type, nullable=False, server_default=sa.func.now()),
 )
@@ -417,14 +419,15 @@ def write_cached_status(
     return result.rowcount
 
 
-def fixed_action_keys(conn: sa.Connection, scope_id: str) -> set[str]:
-    """Actions already applied under `scope_id` (the first run of a chain of re-executions)."""
+def recorded_actions(conn: sa.Connection, scope_id: str) -> dict[str, str]:
+    """Outcome of each action recorded under `scope_id` (the first run of a chain of
+    re-executions): `fixed`, `failed`, or `pending` for a change whose call was under way."""
     rows = conn.execute(
-        sa.select(fix_action_table.c.action_key).where(
-            (fix_action_table.c.run_id == scope_id) & (fix_action_table.c.outcome == "fixed")
+        sa.select(fix_action_table.c.action_key, fix_action_table.c.outcome).where(
+            fix_action_table.c.run_id == scope_id
         )
     )
-    return {r[0] for r in rows}
+    return {key: outcome for key, outcome in rows}
 
 
 def record_fix_action(conn: sa.Connection, scope_id: str, values: dict[str, object]) -> None:

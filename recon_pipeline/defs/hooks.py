@@ -1,14 +1,24 @@
-"""Every run leaves its record, failed runs included (SPEC §6).
+"""Every run leaves its record, failed and cancelled runs included (SPEC §6).
 
 A failed step writes the run's `ReconciliationRun` row (unless the run already wrote one) and
 its failure; the hook sits on every asset, so runs launched from the asset graph are covered
-too. A run that dies without a step failing (a crash, a killed worker) is caught by
-`record_failed_runs_sensor`.
+too. `record_failed_runs_sensor` sweeps ended runs for any that still have no record: a killed
+run worker, a cancelled run, or a failure the hook could not write because the membership
+database itself was down. A run it cannot record yet stays in its cursor and is tried again on
+the next tick, so the record lands once the database is back.
+
+The admins hear of each failed run once: the first recorded failure sends the notice, and a
+notice sent while the database was unreachable is remembered in a run tag instead.
 """
+
+import datetime as dt
+import json
+import time
+from typing import Any
 
 import dagster as dg
 
-from recon_pipeline.clients.frame_store import stored_row_count, writer_runs
+from recon_pipeline.clients.frame_store import read_frame, stored_row_count, writer_runs
 from recon_pipeline.clients.membership_db import RunRecord, write_failed_run_record
 from recon_pipeline.defs import run_tags
 from recon_pipeline.defs.partitions import local_day
@@ -19,8 +29,19 @@ from recon_pipeline.defs.resources import (
     ReconciliationPolicyResource,
 )
 from recon_pipeline.domain.notices import compose_notice
+from recon_pipeline.domain.report import RunSummary, issues_json
 
-_COUNTED_FRAMES = ("membership_members", "membership_teams", "drift_issues")
+# Frames whose row count a failed run's record shows, by the record's field.
+_COUNTED_FRAMES = {
+    "membership_members": "members_checked",
+    "membership_teams": "teams_checked",
+    "drift_issues": "issues_found",
+}
+_FIXES_FRAME = "reconciliation_fixes"
+# The pipeline's jobs, and the job Dagster runs when assets are materialised from the graph.
+RECORDED_JOBS = frozenset({"reconciliation_job", "verification_job", "__ASSET_JOB"})
+FIRST_LOOK_BACK_S = 24 * 3600  # how far back the sweep's first tick looks
+MAX_WAITING = 500  # runs kept for another try; a longer outage drops the oldest
 
 
 def failure_text(step_key: str | None, error: BaseException | None) -> str:
@@ -28,6 +49,9 @@ def failure_text(step_key: str | None, error: BaseException | None) -> str:
     if error is None:
         reason = "unknown error"
     else:
+        # Dagster wraps errors of the IO manager; the operator needs the one underneath.
+        while isinstance(error, dg.DagsterUserCodeExecutionError) and error.__cause__:
+            error = error.__cause__
         reason = getattr(error, "description", None) or f"{type(error).__name__}: {error}"
     return f"step {step_key} failed: {reason}" if step_key else reason
 
@@ -53,45 +77,94 @@ def record_failure(
     log: dg.DagsterLogManager,
     *,
     append: bool = True,
+    notify: bool = True,
 ) -> RunRecord:
-    """Write what is known of a failed run: counts of what it did store, and why it failed.
+    """Write what is known of a failed run: what it stored (counts, and the issues with their
+    outcomes when its fixing step finished), and why it failed.
 
     With `append`, a failure already recorded for the run is kept and this one added to it;
-    without, an existing record is left as it is.
+    without, an existing record is left as it is. When the database cannot be written the
+    admins are still told (once) and the error is raised.
     """
     run = instance.get_run_by_id(run_id)
     tags = run.tags if run else {}
     partition = tags.get(run_tags.PARTITION)
-    with membership_db.engine() as engine, engine.begin() as conn:
-        counts = {name: 0 for name in _COUNTED_FRAMES}
-        if partition:
-            writers = writer_runs(conn, _COUNTED_FRAMES, partition)
-            for name, writer in writers.items():
-                if writer == run_id:
-                    counts[name] = stored_row_count(conn, name, partition) or 0
+    try:
+        with membership_db.engine() as engine, engine.begin() as conn:
+            record = RunRecord(
+                run_id=run_id,
+                job_name=run.job_name if run else "",
+                started_at=run_tags.run_started_at(instance, run_id),
+                completed_at=run_tags.utcnow(),
+                triggered_by=run_tags.triggered_by(tags),
+                auto_fix_enabled=requested_auto_fix(run, policy.auto_fix),
+                is_verification_run=tags.get(run_tags.TRIGGERED_BY) == "verification",
+                partition_key=partition,
+                parent_run_id=tags.get(run_tags.PARENT_RUN_ID),
+                failure=failure,
+                **_stored_by(conn, run_id, partition),
+            )
+            first = write_failed_run_record(conn, record, append=append)
+    except Exception:
+        if notify:
+            _notify_once(instance, run, None, failure, policy, notifier, discord, log)
+        raise
+    if first and notify:
+        _notify_once(instance, run, record, failure, policy, notifier, discord, log)
+    return record
+
+
+def _stored_by(conn: Any, run_id: str, partition: str | None) -> dict[str, Any]:
+    """Counts (and fixed issues) from the frames this run itself stored for its day."""
+    stored: dict[str, Any] = dict.fromkeys(_COUNTED_FRAMES.values(), 0)
+    if not partition:
+        return stored
+    writers = writer_runs(conn, (*_COUNTED_FRAMES, _FIXES_FRAME), partition)
+    for name, field in _COUNTED_FRAMES.items():
+        if writers[name] == run_id:
+            stored[field] = stored_row_count(conn, name, partition) or 0
+    if writers[_FIXES_FRAME] == run_id:
+        fixes = read_frame(conn, _FIXES_FRAME, [partition])
+        summary = RunSummary.of(fixes)
+        stored.update(
+            issues_found=summary.issues_found,
+            issues_fixed=summary.issues_fixed,
+            issues=issues_json(fixes),
+        )
+    return stored
+
+
+def _notify_once(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun | None,
+    record: RunRecord | None,
+    failure: str,
+    policy: ReconciliationPolicyResource,
+    notifier: NotifierResource,
+    discord: DiscordResource,
+    log: dg.DagsterLogManager,
+) -> None:
+    if run is None or run.tags.get(run_tags.FAILURE_NOTIFIED) == "true":
+        return
+    # A failed recomputation of a past day stays quiet: it made no outside call.
+    partition = run.tags.get(run_tags.PARTITION)
+    if partition is not None and partition != local_day(policy.timezone):
+        return
+    if record is None:  # the database is unreachable: say what the run itself knows
         record = RunRecord(
-            run_id=run_id,
-            job_name=run.job_name if run else "",
-            started_at=run_tags.run_started_at(instance, run_id),
+            run_id=run.run_id,
+            job_name=run.job_name,
+            started_at=run_tags.run_started_at(instance, run.run_id),
             completed_at=run_tags.utcnow(),
-            triggered_by=run_tags.triggered_by(tags),
+            triggered_by=run_tags.triggered_by(run.tags),
             auto_fix_enabled=requested_auto_fix(run, policy.auto_fix),
-            is_verification_run=tags.get(run_tags.TRIGGERED_BY) == "verification",
-            members_checked=counts["membership_members"],
-            teams_checked=counts["membership_teams"],
-            issues_found=counts["drift_issues"],
-            partition_key=partition,
-            parent_run_id=tags.get(run_tags.PARENT_RUN_ID),
             failure=failure,
         )
-        first = write_failed_run_record(conn, record, append=append)
-    # The admins hear once per failed run; a failed recomputation of a past day stays quiet.
-    if first and (partition is None or partition == local_day(policy.timezone)):
-        notice = compose_notice(
-            {**record.app_row(), "failure": failure}, run_url=notifier.run_url(run_id)
-        )
-        notifier.send(notice, log, discord=discord)
-    return record
+    notice = compose_notice(
+        {**record.app_row(), "failure": failure}, run_url=notifier.run_url(run.run_id)
+    )
+    notifier.send(notice, log, discord=discord)
+    instance.add_run_tags(run.run_id, {run_tags.FAILURE_NOTIFIED: "true"})
 
 
 @dg.failure_hook(required_resource_keys={"membership_db", "policy", "notifier", "discord"})
@@ -110,35 +183,91 @@ def record_failed_run(context: dg.HookContext) -> None:
             context.log,
         )
     except Exception as exc:  # the database itself may be why the run failed
-        context.log.error(f"could not record the failed run in the database: {exc}")
+        context.log.error(
+            f"could not record the failed run in the database ({exc}); "
+            "record_failed_runs_sensor records it once the database is back"
+        )
         return
     context.log.info(f"recorded failed run {context.run_id}: {failure}")
 
 
-@dg.run_failure_sensor(
+def ended_run_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    """Why a run ended without success: its first failed step's error, else the run's own."""
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        return "the run was cancelled before it finished"
+    steps = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
+    ).records
+    if steps:
+        event = steps[0].event_log_entry.dagster_event
+        error = event.step_failure_data.error if event and event.step_failure_data else None
+        while error is not None and error.cause is not None:
+            error = error.cause  # the root cause, not Dagster's wrapper around it
+        if error is not None:
+            return f"step {event.step_key} failed: {error.message.strip()}"
+    ends = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1
+    ).records
+    message = ends[0].event_log_entry.dagster_event.message if ends else None
+    return message or "the run failed"
+
+
+@dg.sensor(
     name="record_failed_runs_sensor",
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Writes the ReconciliationRun row of a run that failed without a step "
-    "recording it (a crashed or killed run worker, a failure before any step).",
+    description="Writes the ReconciliationRun row of every failed or cancelled run that has "
+    "none yet (a killed run worker, a failure before any step, the membership database down "
+    "when the run failed), retrying each tick until the database takes it.",
 )
 def record_failed_runs_sensor(
-    context: dg.RunFailureSensorContext,
+    context: dg.SensorEvaluationContext,
     membership_db: MembershipDbResource,
     policy: ReconciliationPolicyResource,
     notifier: NotifierResource,
     discord: DiscordResource,
-) -> None:
-    run = context.dagster_run
-    failure = context.failure_event.message or "the run failed"
-    record = record_failure(
-        context.instance,
-        run.run_id,
-        failure,
-        membership_db,
-        policy,
-        notifier,
-        discord,
-        context.log,
-        append=False,
+) -> dg.SkipReason:
+    state = json.loads(context.cursor) if context.cursor else {}
+    after = state.get("after", time.time() - FIRST_LOOK_BACK_S)
+    waiting: list[str] = state.get("waiting", [])
+    ended = context.instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+            updated_after=dt.datetime.fromtimestamp(after, dt.UTC),
+        ),
+        limit=200,
+        order_by="update_timestamp",
+        ascending=True,
     )
-    context.log.info(f"recorded failed run {record.run_id}")
+    candidates = list(dict.fromkeys([*waiting, *(r.dagster_run.run_id for r in ended)]))
+    if ended:
+        after = max(after, max(r.update_timestamp.timestamp() for r in ended))
+    recorded, still_waiting = 0, []
+    for run_id in candidates:
+        run = context.instance.get_run_by_id(run_id)
+        if run is None or run.job_name not in RECORDED_JOBS:
+            continue
+        try:
+            record_failure(
+                context.instance,
+                run_id,
+                ended_run_failure(context.instance, run),
+                membership_db,
+                policy,
+                notifier,
+                discord,
+                context.log,
+                append=False,
+                notify=run.status == dg.DagsterRunStatus.FAILURE,
+            )
+        except Exception as exc:
+            context.log.warning(f"run {run_id} not recorded yet: {exc}")
+            still_waiting.append(run_id)
+            continue
+        recorded += 1
+    context.update_cursor(json.dumps({"after": after, "waiting": still_waiting[-MAX_WAITING:]}))
+    return dg.SkipReason(
+        f"checked {recorded} ended run(s); {len(still_waiting)} wait for the database"
+        if candidates
+        else "no failed or cancelled run since the last check"
+    )

@@ -18,6 +18,7 @@ FIXES_APPLIED = "recon/fixes_applied"  # "true" once a run fixed at least one is
 GUARD = "recon/guard"  # "ok" | "tripped" | "overridden"
 GUARD_DETAIL = "recon/guard_detail"  # the guard's numbers, for notices
 PARENT_RUN_ID = "recon/parent_run_id"  # on a verification run: the run it verifies
+FAILURE_NOTIFIED = "recon/failure_notified"  # "true" once the admins heard the run failed
 
 
 def triggered_by(tags: Mapping[str, str]) -> str:
@@ -29,15 +30,19 @@ def triggered_by(tags: Mapping[str, str]) -> str:
     return "manual"
 
 
-def fix_scope(run_id: str, tags: Mapping[str, str]) -> str:
-    """Whose fixes a run's are: a re-execution continues the fixes of the run it re-executes."""
-    return tags.get(ROOT_RUN_ID) or run_id
+def fix_scope(run: dg.DagsterRun) -> str:
+    """Whose fixes a run's are: a re-execution continues the fixes of the run it re-executes
+    (the first run of the chain)."""
+    return run.root_run_id or run.tags.get(ROOT_RUN_ID) or run.run_id
 
 
-def own_runs(run_id: str, tags: Mapping[str, str]) -> set[str]:
+def own_runs(run: dg.DagsterRun) -> set[str]:
     """The runs whose stored outputs count as this run's own: itself and, for a re-execution,
-    the runs it re-executes (whose successful steps it did not repeat)."""
-    return {run_id} | {tags[t] for t in (ROOT_RUN_ID, REEXECUTED_RUN_ID) if tags.get(t)}
+    the runs it re-executes (whose successful steps it did not repeat). Dagster records the
+    chain on the run itself; runs launched from the UI also carry it in tags."""
+    chain = {run.run_id, run.root_run_id, run.parent_run_id}
+    chain |= {run.tags.get(ROOT_RUN_ID), run.tags.get(REEXECUTED_RUN_ID)}
+    return {run_id for run_id in chain if run_id}
 
 
 def utcnow() -> dt.datetime:

@@ -6,7 +6,7 @@ buckets, the global 50 requests/second limit, and the Cloudflare ban that follow
 invalid requests. Served with `LoopbackServer(DiscordEmulator().app)`, the real client talks to
 it unchanged through `DISCORD_API_BASE=http://127.0.0.1:PORT/api/v10`.
 
-Endpoints: `GET /guilds/{g}/members`, `GET /guilds/{g}/roles`,
+Endpoints: `GET /guilds/{g}/members`, `GET /guilds/{g}/members/{u}`, `GET /guilds/{g}/roles`,
 `PUT|DELETE /guilds/{g}/members/{u}/roles/{r}` and `POST /channels/{c}/messages`.
 
 Each request is checked in this order: Cloudflare ban, `Authorization: Bot <token>`,
@@ -92,6 +92,7 @@ class _Member:
     roles: set[str]
     bot: bool
     username: str
+    without_user: bool = False  # listed without its `user` object
 
 
 @dataclass
@@ -106,6 +107,10 @@ class _Fault:
     global_: bool
     cloudflare: bool
     retry_after_s: float
+    methods: frozenset[str] | None = None  # None: any request
+
+    def meets(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
 
 
 class _Reply(Exception):
@@ -141,6 +146,12 @@ _ROUTES: tuple[tuple[frozenset[str], re.Pattern[str], str, str], ...] = (
         re.compile(r"/guilds/(?P<major>[0-9]+)/members"),
         "list_members",
         _bucket_hash("guild members list"),
+    ),
+    (
+        frozenset({"GET"}),
+        re.compile(r"/guilds/(?P<major>[0-9]+)/members/(?P<user_id>[0-9]+)"),
+        "get_member",
+        _bucket_hash("guild member get"),
     ),
     (
         frozenset({"GET"}),
@@ -214,6 +225,9 @@ class DiscordEmulator:
 
         self.requests: list[RequestRecord] = []
         self.mutations: list[RoleMutation] = []
+        # Called with each answered request, on the server's event loop: lets a test change the
+        # guild at an exact point of a client's work (a member leaving after the listing).
+        self.after_request: Callable[[RequestRecord], None] | None = None
         self._roles: dict[str, _Role] = {}
         self._members: dict[str, _Member] = {}
         self._sorted_ids: list[int] | None = None
@@ -273,6 +287,10 @@ class DiscordEmulator:
         held.discard(self.guild_id)
         self._members[user_id] = _Member(user_id, held, bot, username or f"user{user_id}")
         self._sorted_ids = None
+
+    def list_without_user(self, user_id: str) -> None:
+        """List this member's object without its `user` (malformed data, as a client sees it)."""
+        self._members[user_id].without_user = True
 
     def remove_member(self, user_id: str) -> None:
         """The member leaves the guild (no error if it was not in it)."""
@@ -349,13 +367,17 @@ class DiscordEmulator:
         global_: bool = False,
         cloudflare: bool = False,
         retry_after_s: float = 0.05,
+        methods: Iterable[str] | None = None,
     ) -> None:
         """Answer the next `n` authorised requests to a known route with `status`.
 
         A 429 is a route limit (`global_=False`), a global one, or with `cloudflare=True` a
-        non-JSON body without `Via`. `retry_after_s` is the wait a JSON 429 asks for.
+        non-JSON body without `Via`. `retry_after_s` is the wait a JSON 429 asks for. With
+        `methods` (e.g. `{"PUT", "DELETE"}`, the role changes) only requests using one of them
+        meet the faults; faults are met in the order they were queued.
         """
-        fault = _Fault(status, global_, cloudflare, retry_after_s)
+        only = frozenset(m.upper() for m in methods) if methods is not None else None
+        fault = _Fault(status, global_, cloudflare, retry_after_s, only)
         self._faults.extend([fault] * n)
 
     def reset_faults(self) -> None:
@@ -397,9 +419,8 @@ class DiscordEmulator:
         now = self.clock()
         path = request.url.path
         response, route = self._answer(request, body, now)
-        self.requests.append(
-            RequestRecord(request.method, path, request.url.query, response.status_code, now)
-        )
+        record = RequestRecord(request.method, path, request.url.query, response.status_code, now)
+        self.requests.append(record)
         # Cloudflare's own answers (no `Via`) are not Discord's to count.
         if (
             response.status_code in _INVALID_STATUSES
@@ -422,6 +443,8 @@ class DiscordEmulator:
                     now,
                 )
             )
+        if self.after_request is not None:
+            self.after_request(record)
         return response
 
     def _forget_old_invalid(self, now: float) -> None:
@@ -463,7 +486,7 @@ class DiscordEmulator:
         bucket_hash: str,
         params: dict[str, str],
     ) -> Response:
-        if self._faults:
+        if self._faults and self._faults[0].meets(request.method):
             return _fault_response(self._faults.popleft())
 
         window = self._global_window
@@ -528,6 +551,15 @@ class DiscordEmulator:
         page = self._sorted_ids[start : start + limit]
         return 200, [self._member_object(self._members[str(uid)]) for uid in page]
 
+    def _get_member(
+        self, request: Request, body: bytes, now: float, params: dict[str, str]
+    ) -> tuple[int, Any]:
+        self._check_guild(params["major"])
+        member = self._members.get(params["user_id"])
+        if member is None:
+            raise _error(404, 10007, "Unknown Member")
+        return 200, self._member_object(member)
+
     def _member_object(self, member: _Member) -> dict[str, Any]:
         user: dict[str, Any] = {
             "id": member.user_id,
@@ -539,7 +571,7 @@ class DiscordEmulator:
         if member.bot:
             user["bot"] = True
         return {
-            "user": user,
+            **({} if member.without_user else {"user": user}),
             "nick": None,
             "avatar": None,
             "banner": None,

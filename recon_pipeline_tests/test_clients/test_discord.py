@@ -215,6 +215,15 @@ def test_add_and_remove_roles_with_an_audit_reason(setup: Setup) -> None:
     ]
 
 
+def test_member_role_ids_reads_one_account_now(setup: Setup) -> None:
+    emulator, client = setup()
+    assert client.member_role_ids(ALICE) == {ROLE_MEMBER}
+    client.add_role(ALICE, ROLE_EVENTS, reason="r")
+    assert client.member_role_ids(ALICE) == {ROLE_MEMBER, ROLE_EVENTS}
+    assert client.member_role_ids(GONE) is None
+    assert [r.method for r in emulator.requests].count("GET") == 3
+
+
 def test_requests_carry_the_bot_token_a_discordbot_user_agent_and_an_encoded_reason() -> None:
     seen: list[httpx.Request] = []
 

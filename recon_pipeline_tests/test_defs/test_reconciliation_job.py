@@ -312,19 +312,11 @@ def test_failure_sensor_records_a_run_that_died_without_a_step_failure(
             tags={"dagster/partition": local_day(TIMEZONE)},
         )
         pipeline.instance.report_run_failed(run, "the run worker was killed")
-        [failure] = pipeline.instance.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
-        ).records
         sensor = defs.resolve_sensor_def("record_failed_runs_sensor")
-        context = dg.build_run_status_sensor_context(
-            sensor_name=sensor.name,
-            dagster_instance=pipeline.instance,
-            dagster_run=pipeline.instance.get_run_by_id(run.run_id),
-            dagster_event=failure.event_log_entry.dagster_event,
-            resources=defs.resources,
-        ).for_run_failure()
-
-        sensor(context)
+        with dg.build_sensor_context(
+            instance=pipeline.instance, resources=defs.resources
+        ) as context:
+            sensor(context)
 
         record = pipeline.record(run.run_id)
     assert record["status"] == "failed"

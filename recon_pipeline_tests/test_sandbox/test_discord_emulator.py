@@ -521,3 +521,48 @@ def test_load_frames_refuses_roles_missing_from_the_role_frame(
     roles = pd.DataFrame({GuildRoleCol.ID: ["998"], GuildRoleCol.NAME: ["x"]})
     with pytest.raises(ValueError, match="999"):
         emulator.load_frames(member_roles, roles)
+
+
+def test_faults_limited_to_methods_wait_for_a_role_change(
+    emulator_http: tuple[DiscordEmulator, httpx.Client],
+) -> None:
+    emulator, http = emulator_http
+    emulator.fail_next(1, 503, methods={"PUT", "DELETE"})
+    assert http.get(f"/guilds/{GUILD}/roles").status_code == 200
+    assert http.get(f"/guilds/{GUILD}/members").status_code == 200
+    refused = http.put(ROLES_PATH.format(user=BOB, role=ROLE_LOW))
+    assert refused.status_code == 503
+    assert ROLE_LOW not in emulator.member_roles(BOB)
+    assert http.put(ROLES_PATH.format(user=BOB, role=ROLE_LOW)).status_code == 204
+
+
+def test_one_member_can_be_read(emulator_http: tuple[DiscordEmulator, httpx.Client]) -> None:
+    emulator, http = emulator_http
+    alice = http.get(f"/guilds/{GUILD}/members/{ALICE}")
+    assert alice.status_code == 200
+    assert alice.json()["user"]["id"] == ALICE
+    assert alice.json()["roles"] == [ROLE_LOW]
+    emulator.remove_member(ALICE)
+    gone = http.get(f"/guilds/{GUILD}/members/{ALICE}")
+    assert (gone.status_code, gone.json()["code"]) == (404, 10007)
+
+
+def test_a_member_can_be_listed_without_its_user_object(
+    emulator_http: tuple[DiscordEmulator, httpx.Client],
+) -> None:
+    emulator, http = emulator_http
+    emulator.list_without_user(BOB)
+    listed = http.get(f"/guilds/{GUILD}/members", params={"limit": 10}).json()
+    assert sum("user" not in m for m in listed) == 1
+    assert {m["user"]["id"] for m in listed if "user" in m} >= {ALICE}
+
+
+def test_after_request_sees_each_answer_in_order(
+    emulator_http: tuple[DiscordEmulator, httpx.Client],
+) -> None:
+    emulator, http = emulator_http
+    seen: list[tuple[str, int]] = []
+    emulator.after_request = lambda record: seen.append((record.method, record.status))
+    http.get(f"/guilds/{GUILD}/roles")
+    http.delete(ROLES_PATH.format(user=ALICE, role=ROLE_LOW))
+    assert seen == [("GET", 200), ("DELETE", 204)]

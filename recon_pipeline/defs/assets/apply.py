@@ -89,7 +89,7 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         when the blast-radius guard trips."""
         run = context.run
         auto_fix = policy.auto_fix if config.auto_fix is None else config.auto_fix
-        own_runs = run_tags.own_runs(run.run_id, run.tags)
+        own_runs = run_tags.own_runs(run)
         role_ids = {
             name: role_id
             for role_id, name in resolve_managed_role_ids(
@@ -115,7 +115,7 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     discord=client,
                     engine=engine,
                     run=FixRun(
-                        scope_id=run_tags.fix_scope(run.run_id, run.tags),
+                        scope_id=run_tags.fix_scope(run),
                         audit_reason=f"recon_pipeline run {run.run_id}",
                         role_ids=role_ids,
                         trust_recorded_fixes=any(w != run.run_id for w in writers.values()),
@@ -213,7 +213,7 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             writers = writer_runs(conn, FIX_INPUT_FRAMES, context.partition_key)
         # Only a run of today on its own snapshots tells the admins: a recomputed past day
         # (a backfill) makes no outside call at all.
-        own = run_tags.own_runs(run.run_id, run.tags)
+        own = run_tags.own_runs(run)
         fresh = all(writer in own for writer in writers.values())
         tripped = run.tags.get(run_tags.GUARD) == "tripped"
         notice_sent: dict[str, str] = {}
