@@ -19,7 +19,7 @@ from recon_pipeline.clients.membership_db import (
     parse_database_url,
     read_run_record,
 )
-from recon_pipeline.settings import SettingsError, load_settings
+from recon_pipeline.settings import SettingsError, hide_url_password, load_settings
 
 DEFAULT_DAGSTER_HOME = Path("dagster_home")
 DEMO_DIR = Path("data/demo")
@@ -128,8 +128,30 @@ def print_run_report(run_id: str) -> None:
     print(f'  run record: "ReconciliationRun" id {run_id!r} in {where}')
 
 
+def _database_problem(database_url: str) -> str | None:
+    """Why the membership database cannot be used, or None when one query goes through.
+
+    Checked before a run starts: a run on an unreachable database can record nothing, and each
+    of its steps would fail with the driver's traceback in the log.
+    """
+    target = parse_database_url(database_url)
+    where = target.url.render_as_string(hide_password=True)
+    engine = target.create_engine()
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else repr(exc)
+        if target.url.password:  # a driver may quote the connection string it was given
+            reason = reason.replace(str(target.url.password), "***")
+        return f"cannot use DATABASE_URL {where}: {hide_url_password(reason)}"
+    finally:
+        engine.dispose()
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
-    load_settings()  # refuse bad settings before anything starts
+    settings = load_settings()  # refuse bad settings before anything starts
     missing = [name for name in _REQUIRED_FOR_A_RUN if not os.environ.get(name, "").strip()]
     if missing:
         print(
@@ -138,6 +160,10 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    problem = _database_problem(settings.DATABASE_URL)
+    if problem:
+        print(f"recon-pipeline: {problem}; no run was started", file=sys.stderr)
+        return 1
     _ensure_dagster_home(DEFAULT_DAGSTER_HOME)
     succeeded, run_id = launch_reconciliation(
         auto_fix=True if args.auto_fix else None,

@@ -278,7 +278,8 @@ def _access_issues(
                 default=Severity.HIGH,
             ),
             IssueCol.MEMBER_ID: picked[MemberCol.ID].to_numpy(),
-            IssueCol.DISCORD_ID: picked[MemberCol.DISCORD_ID].to_numpy(),
+            # Stripped, so a fix calls Discord with the id itself (" 1001" is account 1001).
+            IssueCol.DISCORD_ID: picked[MemberCol.DISCORD_ID].astype("str").str.strip().to_numpy(),
             IssueCol.TEAM_ID: _take(teams[TeamCol.ID], team_row),
             IssueCol.TEAM_NAME: _take(teams[TeamCol.NAME], team_row),
             "reported_row": customers.reported_row[member_billing[rows]],
@@ -290,6 +291,11 @@ def _access_issues(
             "expected": expected,
             "add": np.where(fixable, expected & ~actual, 0),
             "remove": np.where(fixable, actual & ~expected, 0),
+            # For descriptions: an id no account can have, a team id that names no team.
+            "unusable_id": guild.member_code[rows] < 0,
+            "missing_team": np.where(
+                ~in_team, picked[MemberCol.TEAM_ID].to_numpy(dtype=object, na_value=None), None
+            ),
         }
     )
 
@@ -397,13 +403,18 @@ def _shared_codes(*columns: pd.Series) -> list[np.ndarray]:
     return _split_codes(chunks.dictionary_encode(), columns)
 
 
+def discord_id_keys(column: pd.Series) -> np.ndarray:
+    """Discord ids as unsigned integers (0 for an id that cannot be a Discord account)."""
+    return _snowflakes(column)
+
+
 def _snowflakes(column: pd.Series) -> np.ndarray:
     """Discord ids as unsigned integers, since Discord compares them as integers.
 
-    An id that is not 1-19 ASCII digits, or is zero, cannot be a Discord account: it becomes 0,
-    which matches nothing.
+    Surrounding whitespace is ignored (`" 1001 "` is account 1001). An id that is not 1-19 ASCII
+    digits, or is zero, cannot be a Discord account: it becomes 0, which matches nothing.
     """
-    strings = _arrow_strings(column)
+    strings = pc.utf8_trim_whitespace(_arrow_strings(column))
     usable = pc.and_(pc.ascii_is_decimal(strings), pc.less_equal(pc.utf8_length(strings), 19))
     numbers = pc.cast(pc.if_else(usable, strings, "0"), pa.uint64())
     return pc.fill_null(numbers, 0).to_numpy(zero_copy_only=False).astype("uint64")
@@ -433,10 +444,11 @@ def _finish(
     if not parts:
         return empty_issue_table()
     issues = pd.concat(parts, ignore_index=True)
+    issues["unusable_id"] = issues["unusable_id"].eq(True) if "unusable_id" in issues else False
     for col in ("actual", "expected", "add", "remove", "reported_row"):
         default = _NO_KEY if col == "reported_row" else 0
         issues[col] = issues[col].fillna(default).astype("int64") if col in issues else default
-    for col in (*IssueCol.ALL, "stale_subject"):
+    for col in (*IssueCol.ALL, "stale_subject", "missing_team"):
         if col not in issues:
             issues[col] = None
     stripe = pd.Series(
@@ -501,9 +513,14 @@ def _describe(issues: pd.DataFrame, names: dict[int, tuple[str, ...]]) -> pd.Ser
             text = text + (part.iloc[rows] if isinstance(part, pd.Series) else part)
         descriptions.iloc[rows] = text
 
-    billing = ("Stripe " + stripe).fillna("no Stripe subscription") + (
-        " (team " + team + ")"
-    ).fillna("")
+    missing_team = issues["missing_team"].astype("str")
+    billing = (
+        ("Stripe " + stripe).fillna("no Stripe subscription")
+        + (" (team " + team + ")").fillna("")
+        + (" (team id '" + missing_team + "' names no team)").fillna("")
+    )
+    bad_id = issues["unusable_id"]
+    given_id = issues[IssueCol.DISCORD_ID].astype("str")
     debtor = "Member is in debtor state: "
     not_in_guild = kind == DriftType.NOT_IN_GUILD
     expects_debtor = issues["expected"] == DEBTOR
@@ -532,16 +549,33 @@ def _describe(issues: pd.DataFrame, names: dict[int, tuple[str, ...]]) -> pd.Ser
         " but no member record has this Discord id",
     )
     fill(
-        not_in_guild & expects_debtor,
+        not_in_guild & expects_debtor & ~bad_id,
         debtor,
         "expected Debtor but the Discord account is not in the server",
     )
     fill(
-        not_in_guild & ~expects_debtor,
+        not_in_guild & ~expects_debtor & ~bad_id,
         billing,
         ": expected ",
         expected,
         " but the Discord account is not in the server",
+    )
+    # The id itself is unusable: say so, rather than blame the account for being absent.
+    fill(
+        not_in_guild & expects_debtor & bad_id,
+        debtor,
+        "expected Debtor but the member's Discord id '",
+        given_id,
+        "' is not a Discord id (digits), so no account in the server can be theirs",
+    )
+    fill(
+        not_in_guild & ~expects_debtor & bad_id,
+        billing,
+        ": expected ",
+        expected,
+        " but the member's Discord id '",
+        given_id,
+        "' is not a Discord id (digits), so no account in the server can be theirs",
     )
     stale = kind == DriftType.STALE_DATABASE_STATUS
     subject = ("team " + team).where(issues["stale_subject"] == "team", "member")

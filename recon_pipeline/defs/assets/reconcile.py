@@ -6,6 +6,7 @@ import pandas as pd
 from recon_pipeline.defs.assets.snapshots import GROUP
 from recon_pipeline.defs.hooks import record_failed_run
 from recon_pipeline.defs.resources import ReconciliationPolicyResource
+from recon_pipeline.domain.anomalies import data_anomalies, withhold_unsafe_fixes
 from recon_pipeline.domain.columns import IssueCol
 from recon_pipeline.domain.completeness import snapshot_problems
 from recon_pipeline.domain.drift import find_drift_issues
@@ -95,6 +96,11 @@ def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
             )
         except RoleResolutionError as exc:
             raise dg.Failure(description=f"Discord roles cannot be matched: {exc}") from None
+        # Bad data is reported, and where it would make a fix wrong the fix is withheld.
+        issues = withhold_unsafe_fixes(issues, membership_members)
+        anomalies = data_anomalies(membership_members, membership_teams, stripe_subscriptions)
+        for anomaly in anomalies:
+            context.log.warning(f"bad data: {anomaly}")
         summary = RunSummary.of(issues)
         problems = snapshot_problems(
             membership_members, membership_teams, stripe_subscriptions, discord_member_roles
@@ -119,6 +125,7 @@ def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                 "by_type": dg.MetadataValue.json(summary.by_type),
                 "by_severity": dg.MetadataValue.json(summary.by_severity),
                 "high_severity": summary.by_severity.get("HIGH", 0),
+                "data_anomalies": dg.MetadataValue.json(anomalies),
                 "preview": dg.MetadataValue.md(preview_markdown(issues)),
             },
         )

@@ -64,11 +64,21 @@ def read_discord(
     discord: DiscordResource, policy: ReconciliationPolicyResource
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Roles, member roles and the managed role ids; a failure is a dg.Failure."""
+    roles, member_roles, managed, _ = read_discord_counting_skips(discord, policy)
+    return roles, member_roles, managed
+
+
+def read_discord_counting_skips(
+    discord: DiscordResource, policy: ReconciliationPolicyResource
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str], int]:
+    """`read_discord`, plus how many member objects had no user (the client skips those, so
+    they read as accounts not in the server)."""
     with discord.client() as client:
         try:
             roles = client.guild_roles()
             managed = resolve_managed_role_ids(roles, policy.managed_roles())
-            return roles, client.guild_member_roles(), managed
+            member_roles = client.guild_member_roles()
+            return roles, member_roles, managed, int(getattr(client, "skipped_members", 0))
         except RoleResolutionError as exc:
             raise dg.Failure(
                 description=f"Discord roles cannot be matched, so no fix will be applied: {exc}"
@@ -164,8 +174,13 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
     ):
         """Roles and member roles; a managed role missing from the guild fails the snapshot."""
         refuse_past_day(context, policy.timezone)
-        roles, member_roles, managed = read_discord(discord, policy)
+        roles, member_roles, managed, without_user = read_discord_counting_skips(discord, policy)
         accounts = member_roles[GuildMemberRoleCol.DISCORD_ID].nunique()
+        if without_user:
+            context.log.warning(
+                f"Discord listed {without_user} member object(s) without a user; they are left "
+                "out of the snapshot (their roles are neither read nor changed)"
+            )
         yield dg.Output(
             roles, output_name="discord_roles", metadata={"dagster/row_count": len(roles)}
         )
@@ -177,6 +192,7 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
                 "accounts": int(accounts),
                 "managed_role_holders": count_role_holders(member_roles, set(managed)),
                 "bots": int(_bots(member_roles)),
+                "members_without_user": without_user,
             },
         )
 

@@ -1,0 +1,220 @@
+"""Bad data in the snapshots: what to warn about, and which fixes it makes unsafe.
+
+The drift engine decides each member on its own (SPEC §4). Two kinds of bad data would turn
+that into a wrong change, so their fixes are withheld (the issue is still reported, with the
+reason in its description):
+
+- one Discord account linked to several member records: each record would pull the account's
+  roles its own way (a paying member's role removed because a lapsed record shares the id, then
+  granted back the next day);
+- a Stripe status this product does not know: access is not taken away on a status whose
+  meaning is unknown;
+- a guild account whose id is written, malformed, in a member record (`<@1003>`, `1003.0`): the
+  account looks orphaned only because its member's link cannot be read, so its roles stay.
+
+Everything else odd (an id that cannot be a Discord id, a team id that names no team, a cached
+status outside the app's enum, a customer id shared by several records) has a defined meaning
+in the engine and is only reported, as warnings an operator can act on.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from recon_pipeline.domain.columns import (
+    IssueCol,
+    MemberCol,
+    SubscriptionCol,
+    TeamCol,
+    require_columns,
+)
+from recon_pipeline.domain.drift import discord_id_keys
+from recon_pipeline.domain.policy import (
+    STRIPE_SUBSCRIPTION_STATUSES,
+    DriftType,
+    SeatTier,
+    SubscriptionStatus,
+)
+
+_DIGIT_RUN = re.compile(r"[0-9]+")
+EXAMPLES = 3  # ids named per warning; the count says how many there are
+_ACCESS_TYPES = frozenset(
+    {
+        DriftType.MISSING_ACCESS,
+        DriftType.UNAUTHORIZED_ACCESS,
+        DriftType.ROLE_MISMATCH,
+        DriftType.DEBTOR_MISMATCH,
+    }
+)
+
+
+def withhold_unsafe_fixes(issues: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+    """The issue table with no fix planned where bad data makes the fix unsafe.
+
+    A withheld issue keeps its type and severity; its `roles_to_add` and `roles_to_remove`
+    become empty (so no action is planned for it) and its description ends with why.
+
+    Args:
+        issues: the drift issue table (`IssueCol`).
+        members: the `"Member"` snapshot the table was computed from (`MemberCol`).
+    """
+    require_columns(issues, IssueCol.ALL, "drift issues")
+    require_columns(members, MemberCol.ALL, "members")
+    frame = issues.reset_index(drop=True).copy()
+    reasons = pd.Series(None, index=frame.index, dtype="str")
+    access = frame[IssueCol.TYPE].isin(list(_ACCESS_TYPES))
+
+    claims = _shared_accounts(members)
+    if len(claims):
+        keys = pd.Series(discord_id_keys(frame[IssueCol.DISCORD_ID]), index=frame.index)
+        shared = access & keys.isin(claims.index)
+        for row in np.flatnonzero(shared.to_numpy()):
+            claimants = claims[keys.iloc[row]]
+            reasons.iloc[row] = (
+                f"not fixed: Discord account {frame[IssueCol.DISCORD_ID].iloc[row]} is linked to "
+                f"{len(claimants)} member records ({_names(claimants)}); correct the links in "
+                "the database first"
+            )
+
+    hinted = _ids_hidden_in_unusable_links(members)
+    if hinted:
+        keys = pd.Series(discord_id_keys(frame[IssueCol.DISCORD_ID]), index=frame.index)
+        orphan = (frame[IssueCol.TYPE] == DriftType.ORPHANED_ACCESS) & reasons.isna()
+        for row in np.flatnonzero((orphan & keys.isin(list(hinted))).to_numpy()):
+            member_id, written = hinted[int(keys.iloc[row])]
+            reasons.iloc[row] = (
+                f"not fixed: member {member_id}'s Discord id {written!r} looks like this "
+                "account's id written wrongly; correct it in the database first"
+            )
+
+    status = frame[IssueCol.STRIPE_STATUS]
+    unknown = (
+        (frame[IssueCol.TYPE] == DriftType.UNAUTHORIZED_ACCESS)
+        & status.notna()
+        & ~status.isin(list(STRIPE_SUBSCRIPTION_STATUSES))
+        & reasons.isna()
+    )
+    reasons[unknown] = (
+        "not fixed: Stripe status '"
+        + status[unknown].astype("str")
+        + "' is not one recon_pipeline knows, so access is not taken away on it"
+    )
+
+    withheld = reasons.notna()
+    if withheld.any():
+        for col in (IssueCol.ROLES_TO_ADD, IssueCol.ROLES_TO_REMOVE):
+            frame[col] = frame[col].where(~withheld, pd.Series([()] * len(frame), dtype=object))
+        frame[IssueCol.DESCRIPTION] = frame[IssueCol.DESCRIPTION].where(
+            ~withheld, frame[IssueCol.DESCRIPTION] + "; " + reasons
+        )
+    return frame
+
+
+def data_anomalies(
+    members: pd.DataFrame, teams: pd.DataFrame, subscriptions: pd.DataFrame
+) -> list[str]:
+    """One plain-words warning per kind of bad data found in the snapshots (empty when none)."""
+    require_columns(members, MemberCol.ALL, "members")
+    require_columns(teams, TeamCol.ALL, "teams")
+    require_columns(subscriptions, SubscriptionCol.ALL, "Stripe subscriptions")
+    found = []
+    discord = members[MemberCol.DISCORD_ID]
+    unusable = discord.notna() & (discord_id_keys(discord) == 0)
+    if unusable.any():
+        found.append(
+            f"{int(unusable.sum())} member(s) have a Discord id that is not a Discord id "
+            f"(digits), so no account can match them: {_names(members.loc[unusable, MemberCol.ID])}"
+        )
+    for claimants in _shared_accounts(members).head(EXAMPLES):
+        found.append(
+            f"one Discord account is linked to {len(claimants)} member records "
+            f"({_names(claimants)}): their role fixes are withheld"
+        )
+    team_id = members[MemberCol.TEAM_ID]
+    dangling = team_id.notna() & ~team_id.isin(teams[TeamCol.ID].dropna().tolist())
+    if dangling.any():
+        found.append(
+            f"{int(dangling.sum())} member(s) name a team that does not exist, so their own "
+            f"Stripe customer is used: {_names(members.loc[dangling, MemberCol.ID])}"
+        )
+    owners = pd.concat(
+        [
+            pd.DataFrame(
+                {"customer": members[MemberCol.STRIPE_CUSTOMER_ID], "who": members[MemberCol.ID]}
+            ),
+            pd.DataFrame(
+                {"customer": teams[TeamCol.STRIPE_CUSTOMER_ID], "who": "team " + teams[TeamCol.ID]}
+            ),
+        ],
+        ignore_index=True,
+    ).dropna()
+    shared_customers = owners[owners["customer"].duplicated(keep=False)]
+    if len(shared_customers):
+        found.append(
+            f"{shared_customers['customer'].nunique()} Stripe customer id(s) belong to several "
+            f"records: {_names(shared_customers['who'])}"
+        )
+    enum = [s.value for s in SubscriptionStatus]
+    for label, frame, column, ids in (
+        ("member(s)", members, MemberCol.SUBSCRIPTION_STATUS, MemberCol.ID),
+        ("team(s)", teams, TeamCol.SUBSCRIPTION_STATUS, TeamCol.ID),
+    ):
+        odd = frame[column].notna() & ~frame[column].isin(enum)
+        if odd.any():
+            found.append(
+                f"{int(odd.sum())} {label} have a subscriptionStatus outside "
+                f"{', '.join(enum)} (read as not paying): {_names(frame.loc[odd, ids])}"
+            )
+    tiers = [t.value for t in SeatTier]
+    odd_tier = members[MemberCol.SEAT_TIER].notna() & ~members[MemberCol.SEAT_TIER].isin(tiers)
+    if odd_tier.any():
+        found.append(
+            f"{int(odd_tier.sum())} member(s) have a seatTier outside {', '.join(tiers)} (read "
+            f"as a team seat): {_names(members.loc[odd_tier, MemberCol.ID])}"
+        )
+    status = subscriptions[SubscriptionCol.STATUS]
+    unknown = status.notna() & ~status.isin(list(STRIPE_SUBSCRIPTION_STATUSES))
+    if unknown.any():
+        found.append(
+            f"{int(unknown.sum())} Stripe subscription(s) have a status recon_pipeline does not "
+            f"know ({_names(status[unknown].drop_duplicates())}): they grant no access and no "
+            "access is taken away on them"
+        )
+    return found
+
+
+def _shared_accounts(members: pd.DataFrame) -> pd.Series:
+    """Discord account key → the member ids linked to it, for accounts with several links."""
+    keys = pd.Series(discord_id_keys(members[MemberCol.DISCORD_ID]), index=members.index)
+    usable = keys != 0
+    counts = keys[usable].value_counts()
+    shared = counts[counts > 1].index
+    picked = usable & keys.isin(shared)
+    if not picked.any():
+        return pd.Series(dtype=object)
+    ids = members.loc[picked, MemberCol.ID].astype("str")
+    return ids.groupby(keys[picked]).agg(lambda s: tuple(sorted(s)))
+
+
+def _ids_hidden_in_unusable_links(members: pd.DataFrame) -> dict[int, tuple[str, str]]:
+    """Account id → (member id, text) for member Discord ids that are not ids but contain one
+    run of digits that is (`<@1003>`, `1003.0`, `id 1003`)."""
+    discord = members[MemberCol.DISCORD_ID]
+    unusable = discord.notna() & (discord_id_keys(discord) == 0)
+    found: dict[int, tuple[str, str]] = {}
+    for member_id, text in zip(
+        members.loc[unusable, MemberCol.ID], discord[unusable].astype("str"), strict=True
+    ):
+        digits = _DIGIT_RUN.search(text)
+        if digits and len(digits.group()) <= 19 and int(digits.group()):
+            found.setdefault(int(digits.group()), (str(member_id), text))
+    return found
+
+
+def _names(values: pd.Series | tuple[str, ...]) -> str:
+    values = [str(v) for v in values]
+    shown = ", ".join(values[:EXAMPLES])
+    return shown + (f" and {len(values) - EXAMPLES} more" if len(values) > EXAMPLES else "")
