@@ -21,13 +21,20 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
+from dagster import serialize_value
 from psycopg import sql
 
 import recon_pipeline.defs.assets.apply as apply_assets
 from recon_pipeline.clients.discord import DiscordClient
 from recon_pipeline.clients.stripe import StripeBilling
 from recon_pipeline.defs.resources import DiscordResource, StripeResource
-from recon_pipeline.sandbox.demo import SANDBOX_ADMIN_CHANNEL_ID, demo_community
+from recon_pipeline.sandbox.demo import (
+    SANDBOX_ADMIN_CHANNEL_ID,
+    SANDBOX_BOT_TOKEN,
+    SANDBOX_STRIPE_KEY,
+    demo_community,
+)
 from recon_pipeline.sandbox.discord_emulator import DiscordEmulator, RequestRecord
 from recon_pipeline_tests.builders import ROLE_IDS
 from recon_pipeline_tests.harness import Pipeline, running_pipeline
@@ -56,6 +63,7 @@ PLANNED_REMOVALS = {
 MUST_KEEP_ACCESS = ("1001", "1004", "1005", "1007")
 MANAGED = {_ids[n] for n in ("Squire", "Knight", "Lord", "Debtor")}
 FIXABLE = EXPECTED_ISSUES - REPORT_ONLY
+SMTP_USER, SMTP_PASSWORD = "recon-mailer", "fault-matrix-smtp-pa55"
 
 
 @pytest.fixture
@@ -78,8 +86,10 @@ def quick_clients(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    with smtp_server() as (port, inbox):
+    with smtp_server(username=SMTP_USER, password=SMTP_PASSWORD) as (port, inbox):
         for name, value in {
+            "SMTP_USERNAME": SMTP_USER,
+            "SMTP_PASSWORD": SMTP_PASSWORD,
             "ADMIN_EMAIL": "admins@example.org",
             "EMAIL_FROM_ADDRESS": "recon@example.org",
             "EMAIL_PROVIDER": "smtp",
@@ -97,6 +107,7 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     with running_pipeline(scenario_community(), postgres_url, monkeypatch) as p:
         yield p
+        assert_no_secret_leaked(p, inbox)
 
 
 # ------------------------------------------------------------------------------ the checks
@@ -140,6 +151,28 @@ def assert_failed_record(record: dict[str, Any] | None, *fragments: str) -> None
         assert fragment in record["failure"]
 
 
+def assert_no_secret_leaked(pipeline: Pipeline, inbox: Inbox) -> None:
+    """Whatever failed, no credential reached the event log, a run's config, a database row,
+    a mail or an admin message."""
+    instance = pipeline.instance
+    stored = [
+        serialize_value(instance.all_logs(run.run_id)) + serialize_value(run)
+        for run in instance.get_runs()
+    ]
+    engine = pipeline.engine()
+    try:
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+            rows = [repr(conn.execute(sa.text(f'SELECT * FROM "{t}"')).all()) for t in tables]
+    finally:
+        engine.dispose()
+    mails = [m.as_string() for m in inbox.messages]
+    haystack = "\n".join([*stored, *rows, *mails, *admin_posts(pipeline)])
+    assert stored and rows
+    for secret in (SANDBOX_STRIPE_KEY, SANDBOX_BOT_TOKEN, SMTP_PASSWORD):
+        assert secret not in haystack
+
+
 def admin_posts(pipeline: Pipeline) -> list[str]:
     return [m["content"] for m in pipeline.sandbox.discord.messages(SANDBOX_ADMIN_CHANNEL_ID)]
 
@@ -177,6 +210,7 @@ def test_stripe_500_on_a_middle_page_fails_the_run_before_any_fix(
         assert_failed_record(record, "stripe_subscriptions", "Stripe snapshot incomplete")
         assert record["issuesFixed"] == 0
         assert_told_of_failure(pipeline, inbox, result.run_id)
+        assert_no_secret_leaked(pipeline, inbox)
 
 
 @pytest.mark.parametrize(
@@ -506,6 +540,9 @@ def test_fixing_step_killed_part_way_then_reexecuted_from_failure_repeats_no_fix
             )
             assert again.success
             rerun_id = again.run_id
+            assert_no_secret_leaked(
+                Pipeline(pipeline.database_url, pipeline.sandbox, instance), inbox
+            )
 
         assert_safe(discord)
         assert len(role_calls(discord)) == ROLE_CHANGES  # each change made exactly once
