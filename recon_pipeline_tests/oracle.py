@@ -36,8 +36,10 @@ def _text(value: Any) -> str | None:
 
 
 def discord_key(value: Any) -> int | None:
-    """Discord compares ids as integers; anything that is not 1-19 digits (or is 0) matches none."""
+    """Discord compares ids as integers; anything that is not 1-19 digits (or is 0) matches none.
+    Surrounding whitespace is not part of an id."""
     text = _text(value)
+    text = text.strip() if text is not None else None
     if text is None or not re.fullmatch(r"[0-9]{1,19}", text) or int(text) == 0:
         return None
     return int(text)

@@ -32,6 +32,7 @@ from recon_pipeline.domain.columns import (
     require_columns,
 )
 from recon_pipeline.domain.drift import discord_id_keys
+from recon_pipeline.domain.fixes import WITHHELD
 from recon_pipeline.domain.policy import (
     STRIPE_SUBSCRIPTION_STATUSES,
     DriftType,
@@ -74,7 +75,7 @@ def withhold_unsafe_fixes(issues: pd.DataFrame, members: pd.DataFrame) -> pd.Dat
         for row in np.flatnonzero(shared.to_numpy()):
             claimants = claims[keys.iloc[row]]
             reasons.iloc[row] = (
-                f"not fixed: Discord account {frame[IssueCol.DISCORD_ID].iloc[row]} is linked to "
+                f"Discord account {frame[IssueCol.DISCORD_ID].iloc[row]} is linked to "
                 f"{len(claimants)} member records ({_names(claimants)}); correct the links in "
                 "the database first"
             )
@@ -86,7 +87,7 @@ def withhold_unsafe_fixes(issues: pd.DataFrame, members: pd.DataFrame) -> pd.Dat
         for row in np.flatnonzero((orphan & keys.isin(list(hinted))).to_numpy()):
             member_id, written = hinted[int(keys.iloc[row])]
             reasons.iloc[row] = (
-                f"not fixed: member {member_id}'s Discord id {written!r} looks like this "
+                f"member {member_id}'s Discord id {written!r} looks like this "
                 "account's id written wrongly; correct it in the database first"
             )
 
@@ -98,7 +99,7 @@ def withhold_unsafe_fixes(issues: pd.DataFrame, members: pd.DataFrame) -> pd.Dat
         & reasons.isna()
     )
     reasons[unknown] = (
-        "not fixed: Stripe status '"
+        "Stripe status '"
         + status[unknown].astype("str")
         + "' is not one recon_pipeline knows, so access is not taken away on it"
     )
@@ -108,7 +109,7 @@ def withhold_unsafe_fixes(issues: pd.DataFrame, members: pd.DataFrame) -> pd.Dat
         for col in (IssueCol.ROLES_TO_ADD, IssueCol.ROLES_TO_REMOVE):
             frame[col] = frame[col].where(~withheld, pd.Series([()] * len(frame), dtype=object))
         frame[IssueCol.DESCRIPTION] = frame[IssueCol.DESCRIPTION].where(
-            ~withheld, frame[IssueCol.DESCRIPTION] + "; " + reasons
+            ~withheld, frame[IssueCol.DESCRIPTION] + WITHHELD + reasons
         )
     return frame
 

@@ -263,6 +263,7 @@ def test_one_discord_account_linked_to_two_members_is_not_pulled_both_ways(
             issue = issues_of(record)[("UNAUTHORIZED_ACCESS", "m_lapsed")]
             assert issue["outcome"] == "not_attempted"
             assert "linked to 2 member records (m_lapsed, m_paying)" in issue["description"]
+            assert issue["outcomeDetail"].startswith("fix withheld: Discord account 01001")
             assert roles(pipeline, "1001") == {LORD}
         assert pipeline.sandbox.discord.mutations == []
 
