@@ -133,7 +133,9 @@ def evaluate_guard(
     issues: pd.DataFrame, holders: int, policy: GuardPolicy, *, override: bool = False
 ) -> GuardDecision:
     """Count the accounts whose fix only removes roles and decide whether the guard trips."""
-    removals = int(issues[IssueCol.TYPE].isin(list(REMOVAL_ONLY_TYPES)).sum())
+    removal_only = issues[IssueCol.TYPE].isin(list(REMOVAL_ONLY_TYPES))
+    has_removal = issues[IssueCol.ROLES_TO_REMOVE].map(len).astype("bool")  # none if withheld
+    removals = int((removal_only & has_removal).sum())
     return GuardDecision(removals, holders, policy.floor, policy.fraction, overridden=override)
 
 

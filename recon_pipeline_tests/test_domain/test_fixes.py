@@ -142,6 +142,16 @@ def test_evaluate_guard_counts_only_removal_only_issues() -> None:
     assert decision.tripped
 
 
+def test_evaluate_guard_does_not_count_removals_withheld_for_bad_data() -> None:
+    issues = _orphans(6)
+    issues.loc[:2, IssueCol.ROLES_TO_REMOVE] = pd.Series([()] * 3, dtype=object)
+
+    decision = evaluate_guard(issues, 8, GuardPolicy(5, 0.25))
+
+    assert decision.planned_removals == 3
+    assert not decision.tripped
+
+
 def test_evaluate_guard_on_no_issues_plans_no_removals() -> None:
     decision = evaluate_guard(empty_issue_table(), 0, GuardPolicy(floor=0, fraction=0.0))
 
