@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_drift.py
 	$(BIN)/python benchmarks/bench_stripe.py
 	$(BIN)/python benchmarks/bench_discord.py
+	$(BIN)/python benchmarks/bench_pipeline.py --sizes 10000 100000
 
 db-init: install
 	$(BIN)/recon-pipeline db init

@@ -6,13 +6,21 @@ reads back with the dtypes it was written with (booleans stay booleans on SQLite
 names round-trip through JSON). Writing a day replaces that day's rows in one transaction, so a
 reader never sees half a snapshot. Because it lives in the database every Dagster process
 already reaches, runs work the same under the multiprocess executor and across hosts.
+
+Rows go in through the driver itself, on the caller's connection and transaction: PostgreSQL
+(psycopg 3) gets one `COPY … FROM STDIN`, SQLite one `executemany` of plain tuples; other
+drivers fall back to SQLAlchemy inserts. Reads fetch plain tuples the same way and restore the
+written order from the `_row` column in memory (an `ORDER BY` would make PostgreSQL sort a
+million wide rows, on disk beyond `work_mem`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +31,7 @@ from recon_pipeline.clients.membership_db import frame_catalog_table as catalog_
 
 PARTITION_COLUMN = "_partition_key"
 ROW_COLUMN = "_row"  # keeps the written row order
-_INSERT_CHUNK = 20_000
+_INSERT_CHUNK = 50_000  # rows held as Python objects at a time, writing or reading
 
 _SQL_TYPES = {
     "str": sa.Text,
@@ -60,7 +68,19 @@ def _kind(series: pd.Series) -> str:
 
 def _encode(series: pd.Series, kind: str) -> list[object]:
     if kind == "tuple":
-        return [None if v is None else json.dumps(list(v)) for v in series.tolist()]
+        # Few distinct role tuples, many rows: dump each distinct one once.
+        dumped: dict[tuple[Any, ...], str] = {}
+        out: list[object] = []
+        for v in series.tolist():
+            if v is None:
+                out.append(None)
+                continue
+            key = tuple(v)
+            text = dumped.get(key)
+            if text is None:
+                text = dumped[key] = json.dumps(list(key))
+            out.append(text)
+        return out
     if kind == "str":
         return series.astype(object).where(series.notna(), None).tolist()
     return series.tolist()
@@ -68,7 +88,8 @@ def _encode(series: pd.Series, kind: str) -> list[object]:
 
 def _decode(series: pd.Series, kind: str) -> pd.Series:
     if kind == "tuple":
-        return series.map(lambda v: tuple(json.loads(v)) if isinstance(v, str) else ())
+        loaded = {v: tuple(json.loads(v)) for v in series.dropna().unique() if isinstance(v, str)}
+        return series.map(lambda v: loaded.get(v, ()) if isinstance(v, str) else ())
     if kind == "bool":
         return series.fillna(False).astype(bool)
     if kind == "int":
@@ -112,18 +133,9 @@ def write_frame(
         conn.execute(sa.delete(table).where(table.c[PARTITION_COLUMN] == partition_key))
     else:
         table.create(conn)
-    encoded = {name: _encode(frame[name], kind) for name, kind in columns}
-    for start in range(0, len(frame), _INSERT_CHUNK):
-        stop = min(start + _INSERT_CHUNK, len(frame))
-        rows = [
-            {
-                PARTITION_COLUMN: partition_key,
-                ROW_COLUMN: i,
-                **{n: encoded[n][i] for n, _ in columns},
-            }
-            for i in range(start, stop)
-        ]
-        conn.execute(table.insert(), rows)
+    _insert_rows(
+        conn, table, [c.name for c in table.columns], _row_chunks(frame, columns, partition_key)
+    )
     conn.execute(
         sa.delete(catalog_table).where(
             (catalog_table.c.frame_name == frame_name)
@@ -139,6 +151,49 @@ def write_frame(
             run_id=run_id,
         )
     )
+
+
+def _row_chunks(
+    frame: pd.DataFrame, columns: list[tuple[str, str]], partition_key: str
+) -> Iterator[list[tuple[object, ...]]]:
+    """The rows to store, a chunk at a time: only one chunk is ever held as Python objects."""
+    for start in range(0, len(frame), _INSERT_CHUNK):
+        part = frame.iloc[start : start + _INSERT_CHUNK]
+        encoded = [_encode(part[name], kind) for name, kind in columns]
+        numbers = range(start, start + len(part))
+        yield list(zip(itertools.repeat(partition_key), numbers, *encoded, strict=False))
+
+
+def _insert_rows(
+    conn: sa.Connection,
+    table: sa.Table,
+    names: list[str],
+    chunks: Iterable[list[tuple[object, ...]]],
+) -> None:
+    """Append rows (values in `names` order) to `table` on `conn`'s transaction."""
+    dbapi = conn.connection.dbapi_connection
+    quote = conn.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(n) for n in names)
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        statement = f"COPY {quote(table.name)} ({columns}) FROM STDIN"
+        with dbapi.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            for chunk in chunks:
+                for row in chunk:
+                    copy.write_row(row)
+        return
+    if conn.dialect.name == "sqlite":
+        insert = (
+            f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({', '.join('?' * len(names))})"
+        )
+        cursor = dbapi.cursor()  # type: ignore[union-attr]
+        try:
+            for chunk in chunks:
+                cursor.executemany(insert, chunk)
+        finally:
+            cursor.close()
+        return
+    for chunk in chunks:
+        conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in chunk])
 
 
 def stored_partitions(conn: sa.Connection, frame_name: str) -> set[str]:
@@ -180,19 +235,60 @@ def read_frame(conn: sa.Connection, frame_name: str, partition_keys: Sequence[st
 def _read_day(
     conn: sa.Connection, frame_name: str, key: str, columns: list[tuple[str, str]]
 ) -> pd.DataFrame:
-    table = _table(frame_name, columns)
-    stmt = (
-        sa.select(*(table.c[name] for name, _ in columns))
-        .where(table.c[PARTITION_COLUMN] == key)
-        .order_by(table.c[ROW_COLUMN])
+    names = [ROW_COLUMN, *(name for name, _ in columns)]
+    parts = [
+        pd.DataFrame(
+            {
+                ROW_COLUMN: part[ROW_COLUMN].to_numpy(dtype="int64"),
+                **{name: _decode(part[name], kind) for name, kind in columns},
+            }
+        )
+        for part in (
+            pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
+            for rows in _select_rows(conn, _table(frame_name, columns), names, key)
+        )
+    ]
+    if not parts:
+        empty = pd.Series(dtype=object)
+        return pd.DataFrame({name: _decode(empty, kind) for name, kind in columns})
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    del parts
+    order = np.argsort(frame[ROW_COLUMN].to_numpy(), kind="stable")
+    if not (order[1:] > order[:-1]).all():
+        frame = frame.take(order)
+    frame = frame.drop(columns=ROW_COLUMN)
+    frame.index = np.arange(len(frame))
+    return frame
+
+
+def _select_rows(
+    conn: sa.Connection, table: sa.Table, names: list[str], key: str
+) -> Iterator[list[Any]]:
+    """That day's rows as plain tuples, in storage order, a chunk at a time."""
+    quote = conn.dialect.identifier_preparer.quote
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(conn.dialect.paramstyle)
+    if mark is None or conn.dialect.name not in ("sqlite", "postgresql"):
+        stmt = sa.select(*(table.c[n] for n in names)).where(table.c[PARTITION_COLUMN] == key)
+        result = conn.execute(stmt)
+        while rows := result.fetchmany(_INSERT_CHUNK):
+            yield [tuple(row) for row in rows]
+        return
+    sql = (
+        f"SELECT {', '.join(quote(n) for n in names)} FROM {quote(table.name)} "
+        f"WHERE {quote(PARTITION_COLUMN)} = {mark}"
     )
-    frame = pd.DataFrame.from_records(conn.execute(stmt).all(), columns=[n for n, _ in columns])
-    if not len(frame):
-        frame = pd.DataFrame({name: pd.Series(dtype=object) for name, _ in columns})
-    return pd.DataFrame(
-        {name: _decode(frame[name], kind) for name, kind in columns},
-        index=np.arange(len(frame)),
-    )
+    dbapi: Any = conn.connection.dbapi_connection
+    if conn.dialect.driver == "psycopg" and not dbapi.autocommit:
+        # A server-side cursor streams the rows, so the driver never holds the whole day.
+        cursor = dbapi.cursor(name=f"recon_frame_read_{id(table):x}")
+    else:
+        cursor = dbapi.cursor()
+    try:
+        cursor.execute(sql, (key,))
+        while rows := cursor.fetchmany(_INSERT_CHUNK):
+            yield rows
+    finally:
+        cursor.close()
 
 
 def stored_row_count(conn: sa.Connection, frame_name: str, partition_key: str) -> int | None:

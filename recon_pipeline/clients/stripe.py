@@ -1,11 +1,23 @@
 """Stripe billing through the official SDK: every subscription, as one complete snapshot.
 
 The listing asks for `status=all` (without it Stripe silently leaves out canceled subscriptions,
-and with them every revocation) and walks the cursor pages with the SDK's `next_page`. The SDK
-retries connection errors, timeouts and 5xx answers itself (`max_network_retries`), but never a
-plain 429; this client retries those with a bounded, jittered exponential backoff. Any page that
-still fails aborts the snapshot with `StripeSnapshotError`: a partial list would read as
-"canceled" downstream and revoke access that was paid for.
+and with them every revocation) and walks the cursor pages (`starting_after`) through the SDK's
+`StripeClient.raw_request`, reading each page's JSON directly: turning every subscription into a
+`StripeObject` cost most of the listing's time and only four fields are kept.
+
+A small account is walked page by page, newest first. Once the walk has gone `sequential_pages`
+pages and more follow, the rest is split into `created` ranges (`created[gte]`/`created[lt]`,
+whole seconds, the oldest range unbounded below) that `concurrency` threads page through at the
+same time. `created` never changes, so every subscription falls in exactly one range and the
+union is the sequential listing; the newest range continues the sequential walk's cursor, so
+subscriptions sharing the last walked second are neither repeated nor skipped. A few one-row
+probes find roughly where the oldest subscription lies, so the ranges hold similar counts.
+
+The SDK retries connection errors, timeouts and 5xx answers itself (`max_network_retries`), but
+never a plain 429; this client retries those with a bounded, jittered exponential backoff. Any
+page of any range that still fails aborts the snapshot with `StripeSnapshotError` (the other
+ranges stop at their next page): a partial list would read as "canceled" downstream and revoke
+access that was paid for.
 
 The secret key never leaves the SDK's request headers: messages, logs and `repr` show it
 redacted (`sk_test_****abcd`).
@@ -15,9 +27,11 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -34,6 +48,10 @@ _MAX_DETAIL_CHARS = 400
 _BACKOFF_INITIAL_S = 1.0
 _BACKOFF_MAX_S = 30.0
 _BACKOFF_JITTER_S = 1.0
+_LIST_PATH = "/v1/subscriptions"
+# No subscription predates Stripe (2011); older ones would only unbalance the ranges, since the
+# oldest range has no lower bound.
+_STRIPE_EPOCH = 1_293_840_000
 
 
 class StripeSnapshotError(RuntimeError):
@@ -66,13 +84,16 @@ class StripeSnapshotError(RuntimeError):
 class StripeListingStats:
     """Counters of the last `list_subscriptions` call, for run metadata.
 
-    `requests` counts every HTTP attempt, the SDK's own retries and timed-out attempts included.
+    `requests` counts every HTTP attempt, the SDK's own retries, timed-out attempts and the
+    one-row probes that place the `created` ranges included; `slices` is how many ranges the
+    listing was split into after its sequential start (0: it was walked page by page only).
     """
 
     pages: int = 0
     requests: int = 0
     rate_limit_retries: int = 0
     rows: int = 0
+    slices: int = 0
 
     def as_metadata(self) -> dict[str, int]:
         return {f"stripe_{name}": value for name, value in asdict(self).items()}
@@ -89,13 +110,35 @@ def redact_key(key: str) -> str:
 class _CountingAdapter(requests.adapters.HTTPAdapter):
     """Counts every request the SDK sends, including its retries and ones that time out."""
 
-    def __init__(self, on_send: Callable[[], None]) -> None:
-        super().__init__()
+    def __init__(self, on_send: Callable[[], None], pool_size: int) -> None:
+        super().__init__(pool_connections=pool_size, pool_maxsize=pool_size)
         self._on_send = on_send
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
         self._on_send()
         return super().send(request, *args, **kwargs)
+
+
+@dataclass
+class _Slice:
+    """One part of the listing: `created` bounds (whole seconds) and where its walk starts."""
+
+    gte: int | None = None
+    lt: int | None = None
+    starting_after: str | None = None
+    label: str = ""
+    ids: list[str] = field(default_factory=list)
+    customers: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    created: list[int] = field(default_factory=list)
+
+    def params(self) -> dict[str, Any]:
+        bounds = {k: v for k, v in (("gte", self.gte), ("lt", self.lt)) if v is not None}
+        return {"created": bounds} if bounds else {}
+
+
+class _Aborted(Exception):
+    """Another range failed; this one stops at its next page."""
 
 
 class StripeBilling:
@@ -109,6 +152,13 @@ class StripeBilling:
         rate_limit_retries: Retries of a page answered with a plain 429, which the SDK does not
             retry itself.
         page_size: Subscriptions per page, 1–100.
+        concurrency: How many `created` ranges are listed at the same time once the listing is
+            long; 1 walks every page in turn. Each thread has at most one request in flight, so
+            this bounds the request rate to `concurrency` / (Stripe's answer time); keep it well
+            under the account's rate limit (live mode 100 requests/s, test mode 25/s).
+        sequential_pages: Pages walked in turn before splitting the rest into ranges; a listing
+            that ends within them is never split.
+        slices_per_thread: Ranges per thread, so that uneven ranges still keep every thread busy.
         sleep: Waits between rate-limit retries; tests pass a recorder.
     """
 
@@ -121,21 +171,32 @@ class StripeBilling:
         timeout_s: float = 20.0,
         rate_limit_retries: int = 5,
         page_size: int = 100,
+        concurrency: int = 4,
+        sequential_pages: int = 10,
+        slices_per_thread: int = 4,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not secret_key:
             raise ValueError("a Stripe secret key is required")
         if not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be between 1 and 100, not {page_size}")
+        if not 1 <= concurrency <= 32:
+            raise ValueError(f"concurrency must be between 1 and 32, not {concurrency}")
+        if sequential_pages < 1 or slices_per_thread < 1:
+            raise ValueError("sequential_pages and slices_per_thread must be at least 1")
         self._secret_key = secret_key
         self._api_base = api_base.rstrip("/") if api_base else None
         self._rate_limit_retries = rate_limit_retries
         self._max_network_retries = max_network_retries
         self._page_size = page_size
+        self._concurrency = concurrency
+        self._sequential_pages = sequential_pages
+        self._slices_per_thread = slices_per_thread
         self._sleep = sleep
+        self._lock = threading.Lock()
         self.stats = StripeListingStats()
         self._session = requests.Session()
-        adapter = _CountingAdapter(self._count_request)
+        adapter = _CountingAdapter(self._count_request, pool_size=max(10, concurrency))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._client = stripe.StripeClient(
@@ -166,40 +227,22 @@ class StripeBilling:
             StripeSnapshotError: A page could not be fetched (after retries) or made no sense.
         """
         self.stats = StripeListingStats()
-        ids: list[str] = []
-        customers: list[str] = []
-        statuses: list[str] = []
-        created: list[int] = []
-        params = {"status": "all", "limit": self._page_size}
-        page_no = 1
-        page = self._fetch(lambda: self._client.v1.subscriptions.list(params=params), page_no)
-        while True:
-            try:
-                rows, has_more = page["data"], bool(page["has_more"])
-                for sub in rows:
-                    customer = sub["customer"]
-                    ids.append(sub["id"])
-                    customers.append(customer if isinstance(customer, str) else customer["id"])
-                    statuses.append(sub["status"])
-                    created.append(int(sub["created"]))
-            except (KeyError, TypeError, ValueError) as error:
-                detail = f"page {page_no} was not a list of subscriptions: {error!r}"
-                raise self._error(detail, page_no) from None
-            if not has_more:
-                break
-            if not rows:
-                raise self._error(f"page {page_no} was empty but said more follow", page_no)
-            page_no += 1
-            page = self._fetch(page.next_page, page_no)
+        start = _Slice()
+        sequential_only = self._concurrency == 1
+        more = self._walk(start, max_pages=None if sequential_only else self._sequential_pages)
+        parts = [start]
+        if more:
+            parts += self._list_in_slices(start)
+        ids = [i for part in parts for i in part.ids]
         if len(set(ids)) != len(ids):
             raise self._error("the listing returned some subscriptions more than once")
         self.stats.rows = len(ids)
         frame = pd.DataFrame(
             {
                 SubscriptionCol.ID: ids,
-                SubscriptionCol.CUSTOMER_ID: customers,
-                SubscriptionCol.STATUS: statuses,
-                SubscriptionCol.CREATED: created,
+                SubscriptionCol.CUSTOMER_ID: [c for part in parts for c in part.customers],
+                SubscriptionCol.STATUS: [s for part in parts for s in part.statuses],
+                SubscriptionCol.CREATED: [c for part in parts for c in part.created],
             },
             columns=list(SubscriptionCol.ALL),
         )
@@ -212,16 +255,124 @@ class StripeBilling:
             }
         )
 
-    def _count_request(self) -> None:
-        self.stats.requests += 1
+    def _list_in_slices(self, start: _Slice) -> list[_Slice]:
+        """The rest of the listing after `start`'s walk, as `created` ranges listed in parallel.
 
-    def _fetch(self, call: Callable[[], Any], page_no: int) -> Any:
+        Newest first: the ties of the last walked second (continuing `start`'s cursor), then
+        ranges down to the oldest, which has no lower bound.
+        """
+        newest = start.created[-1]
+        oldest = self._oldest_estimate(newest)
+        count = self._concurrency * self._slices_per_thread
+        width = max(1, -(-(newest - oldest) // count))  # ceiling
+        head = _Slice(gte=newest, starting_after=start.ids[-1], label=f"created>={newest}")
+        slices = [head]
+        upper = newest
+        while upper > oldest and len(slices) <= count:
+            lower = upper - width
+            slices.append(_Slice(gte=lower, lt=upper, label=f"created [{lower}, {upper})"))
+            upper = lower
+        last = slices[-1] if len(slices) > 1 else None
+        if last is not None:
+            last.gte, last.label = None, f"created<{last.lt}"
+        else:
+            slices.append(_Slice(lt=newest, label=f"created<{newest}"))
+        self.stats.slices = len(slices)
+        abort = threading.Event()
+        errors: list[StripeSnapshotError] = []
+
+        def walk(part: _Slice) -> None:
+            try:
+                self._walk(part, abort=abort)
+            except _Aborted:
+                pass
+            except StripeSnapshotError as error:
+                with self._lock:
+                    errors.append(error)
+                abort.set()
+
+        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="stripe-list") as pool:
+            list(pool.map(walk, slices))
+        if errors:
+            raise errors[0]
+        return slices
+
+    def _oldest_estimate(self, newest: int) -> int:
+        """Roughly the oldest `created` below `newest`, by bisection with one-row probes.
+
+        Only the ranges' balance depends on it: the oldest range has no lower bound.
+        """
+        lo, hi = min(_STRIPE_EPOCH, newest - 1), newest  # nothing below lo, something below hi
+        if not self._any_before(hi):
+            return newest
+        while hi - lo > max(1, (newest - hi) // 16):
+            mid = (lo + hi) // 2
+            if self._any_before(mid):
+                hi = mid
+            else:
+                lo = mid
+        return lo
+
+    def _any_before(self, at: int) -> bool:
+        params = {"status": "all", "limit": 1, "created": {"lt": at}}
+        page = self._fetch(lambda: self._raw_page(params), None, f"probe created<{at}")
+        try:
+            return bool(page["data"])
+        except (KeyError, TypeError) as error:
+            raise self._error(f"a probe answer was not a list: {error!r}") from None
+
+    def _walk(
+        self, part: _Slice, *, max_pages: int | None = None, abort: threading.Event | None = None
+    ) -> bool:
+        """Append `part`'s pages to it; True when pages remain after `max_pages`."""
+        where = f" of {part.label}" if part.label else ""
+        page_no = 0
+        while max_pages is None or page_no < max_pages:
+            if abort is not None and abort.is_set():
+                raise _Aborted
+            page_no += 1
+            params: dict[str, Any] = {"status": "all", "limit": self._page_size, **part.params()}
+            if part.starting_after is not None:
+                params["starting_after"] = part.starting_after
+            page = self._fetch(
+                lambda p=params: self._raw_page(p), page_no, f"page {page_no}{where}"
+            )
+            try:
+                rows, has_more = page["data"], bool(page["has_more"])
+                for sub in rows:
+                    customer = sub["customer"]
+                    part.ids.append(sub["id"])
+                    part.customers.append(customer if isinstance(customer, str) else customer["id"])
+                    part.statuses.append(sub["status"])
+                    part.created.append(int(sub["created"]))
+            except (KeyError, TypeError, ValueError) as error:
+                detail = f"page {page_no}{where} was not a list of subscriptions: {error!r}"
+                raise self._error(detail, page_no) from None
+            if not has_more:
+                return False
+            if not rows:
+                raise self._error(f"page {page_no}{where} was empty but said more follow", page_no)
+            part.starting_after = part.ids[-1]
+        return True
+
+    def _raw_page(self, params: dict[str, Any]) -> Any:
+        # The SDK's raw path: same auth, retries and error mapping, JSON parsed once.
+        return self._client.raw_request("get", _LIST_PATH, **params).data
+
+    def _count_request(self) -> None:
+        with self._lock:
+            self.stats.requests += 1
+
+    def _fetch(self, call: Callable[[], Any], page_no: int | None, subject: str) -> Any:
+        """One page (or probe) with bounded 429 retries; `subject` names it in messages."""
+
         def note_retry(state: tenacity.RetryCallState) -> None:
-            self.stats.rate_limit_retries += 1
+            with self._lock:
+                self.stats.rate_limit_retries += 1
             wait = state.next_action.sleep if state.next_action else 0.0
             logger.warning(
-                "Stripe rate-limited subscriptions page %d (attempt %d); retrying in %.1f s",
-                page_no,
+                "Stripe rate-limited subscriptions %s (attempt %d); retrying in %.1f s",
+                subject,
                 state.attempt_number,
                 wait,
             )
@@ -239,13 +390,17 @@ class StripeBilling:
         try:
             page = retrying(call)
         except stripe.StripeError as error:
-            raise self._stripe_error(error, page_no) from None
+            raise self._stripe_error(error, page_no, subject) from None
         except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise self._error(f"page {page_no} answer made no sense: {error!r}", page_no) from None
-        self.stats.pages += 1
+            raise self._error(f"{subject} answer made no sense: {error!r}", page_no) from None
+        if page_no is not None:
+            with self._lock:
+                self.stats.pages += 1
         return page
 
-    def _stripe_error(self, error: stripe.StripeError, page_no: int) -> StripeSnapshotError:
+    def _stripe_error(
+        self, error: stripe.StripeError, page_no: int | None, subject: str
+    ) -> StripeSnapshotError:
         status = error.http_status
         if isinstance(error, stripe.RateLimitError):
             attempts = self._rate_limit_retries + 1
@@ -274,7 +429,7 @@ class StripeBilling:
         if network:
             detail = transport.removesuffix(")")
         return self._error(
-            f"page {page_no} failed ({where}): {what}: {detail}",
+            f"{subject} failed ({where}): {what}: {detail}",
             page_no,
             http_status=status,
             request_id=error.request_id,

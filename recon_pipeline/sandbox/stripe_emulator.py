@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
 import itertools
 import json
 import re
@@ -179,6 +180,7 @@ class StripeEmulator:
         self._customer_created: dict[str, int] = {}
         self._order: list[_Subscription] | None = None
         self._position: dict[str, int] = {}
+        self._created_desc_negated: list[int] = []
         self._faults: deque[_Fault] = deque()
         self._page_faults: dict[int, _Fault] = {}
         self._admitted: deque[float] = deque()
@@ -424,7 +426,12 @@ class StripeEmulator:
             )
         else:
             start = self._position[cursor] + (-1 if backwards else 1)
-        indexes: Iterable[int] = range(start, -1, -1) if backwards else range(start, len(order))
+        # `created` bounds cut the newest-first order to one stretch; only it is scanned.
+        first, stop = self._created_stretch(query.get("created"))
+        if backwards:
+            indexes: Iterable[int] = range(min(start, stop - 1), first - 1, -1)
+        else:
+            indexes = range(max(start, first), stop)
         found = list(itertools.islice((i for i in indexes if keep(order[i])), limit + 1))
         has_more = len(found) > limit
         found = sorted(found[:limit])
@@ -434,10 +441,33 @@ class StripeEmulator:
             listing.offset = sum(1 for i in range(first) if keep(order[i]))
         return listing
 
+    def _created_stretch(self, created: Any) -> tuple[int, int]:
+        """The index range of the order in which `created` bounds (already validated) can hold.
+
+        The order is newest first, so an upper bound moves the start and a lower bound the end.
+        """
+        newest_first = self._created_desc_negated
+        first, stop = 0, len(newest_first)
+        if created is None:
+            return first, stop
+        bounds = created if isinstance(created, dict) else {"gte": created, "lte": created}
+        for key, raw in bounds.items():
+            at = -int(raw)
+            if key == "lt":  # created < b: skip every created >= b
+                first = max(first, bisect.bisect_right(newest_first, at))
+            elif key == "lte":
+                first = max(first, bisect.bisect_left(newest_first, at))
+            elif key == "gte":
+                stop = min(stop, bisect.bisect_right(newest_first, at))
+            elif key == "gt":
+                stop = min(stop, bisect.bisect_left(newest_first, at))
+        return first, max(first, stop)
+
     def _ordered(self) -> list[_Subscription]:
         if self._order is None:
             self._order = sorted(self._subs.values(), key=lambda s: (s.created, s.id), reverse=True)
             self._position = {s.id: i for i, s in enumerate(self._order)}
+            self._created_desc_negated = [-s.created for s in self._order]
         return self._order
 
     def _subscription_json(self, sub: _Subscription, expand_customer: bool) -> dict[str, Any]:

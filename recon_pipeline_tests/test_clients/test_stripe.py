@@ -112,6 +112,7 @@ def test_lists_every_subscription_once_over_three_pages(
         "stripe_requests": 3,
         "stripe_rate_limit_retries": 0,
         "stripe_rows": 250,
+        "stripe_slices": 0,  # three pages never reach the parallel ranges
     }
 
 
@@ -332,3 +333,130 @@ def test_a_timed_out_request_is_retried_by_the_sdk(
 def test_page_size_is_checked() -> None:
     with pytest.raises(ValueError, match="page_size"):
         StripeBilling(KEY, page_size=101)
+
+
+# ---- long listings: created ranges listed in parallel -------------------------------------------
+
+
+def _ranged(emulator: StripeEmulator, n: int = 300) -> pd.DataFrame:
+    """`n` subscriptions, three per second, so every range boundary cuts through a tie."""
+    frame = subscriptions_frame(n)
+    emulator.load_frame(frame)
+    return frame
+
+
+SPLIT = {"page_size": 10, "sequential_pages": 2, "concurrency": 3, "slices_per_thread": 2}
+
+
+def _split_listing(billing_for: Callable[..., StripeBilling]) -> StripeBilling:
+    """A client that walks two pages of ten, then lists the rest in six ranges."""
+    return billing_for(**SPLIT)
+
+
+def test_a_long_listing_split_into_ranges_equals_the_sequential_listing(
+    emulator: StripeEmulator, billing_for: Callable[..., StripeBilling]
+) -> None:
+    loaded = _ranged(emulator)
+    sequential = billing_for(page_size=10, concurrency=1).list_subscriptions()
+    emulator.requests.clear()
+
+    billing = _split_listing(billing_for)
+    split = billing.list_subscriptions()
+
+    pd.testing.assert_frame_equal(split, sequential)  # same rows, same newest-first order
+    pd.testing.assert_frame_equal(by_id(split), by_id(loaded))
+    assert billing.stats.slices > 2
+    assert billing.stats.rows == 300
+    queries = [r.query for r in emulator.requests]
+    ranged = [q for q in queries if "created" in q and q["limit"] == "10"]
+    assert len(ranged) > 2
+    # The newest range continues the sequential walk's cursor through the tied second ...
+    assert ranged[0]["starting_after"] == sequential[SubscriptionCol.ID].iloc[19]
+    assert set(ranged[0]["created"]) == {"gte"}
+    # ... and the oldest range has no lower bound, so nothing older can be missed.
+    assert any(set(q["created"]) == {"lt"} for q in ranged)
+
+
+def test_sequential_listing_never_sends_created_ranges(
+    emulator: StripeEmulator, billing_for: Callable[..., StripeBilling]
+) -> None:
+    _ranged(emulator)
+
+    billing = billing_for(page_size=10, concurrency=1, sequential_pages=2)
+    frame = billing.list_subscriptions()
+
+    assert len(frame) == 300
+    assert billing.stats.slices == 0
+    assert all("created" not in r.query for r in emulator.requests)
+    assert billing.stats.pages == billing.stats.requests == 30
+
+
+def test_subscriptions_at_every_range_boundary_are_listed_once(
+    emulator: StripeEmulator, billing_for: Callable[..., StripeBilling]
+) -> None:
+    # One per second, plus a second subscription on every fifth second.
+    seconds = list(range(200)) + list(range(0, 200, 5))
+    for n, second in enumerate(seconds):
+        emulator.add_subscription(
+            f"sub_b{n:04d}", customer="cus_b", status="active", created=T0 + second
+        )
+
+    frame = _split_listing(billing_for).list_subscriptions()
+
+    lower_bounds = {
+        int(r.query["created"]["gte"])
+        for r in emulator.requests
+        if isinstance(r.query.get("created"), dict) and "gte" in r.query["created"]
+    }
+    assert len(lower_bounds & {T0 + s for s in seconds}) > 2  # ranges start on occupied seconds
+    assert sorted(frame[SubscriptionCol.ID]) == sorted(f"sub_b{n:04d}" for n in range(240))
+    assert frame[SubscriptionCol.CREATED].is_monotonic_decreasing
+
+
+def test_a_failure_in_any_range_fails_the_whole_snapshot(
+    loopback: Loopback, emulator: StripeEmulator, billing_for: Callable[..., StripeBilling]
+) -> None:
+    _ranged(emulator)
+    failed: list[bytes] = []
+
+    async def failing_one_range(scope: Any, receive: Any, send: Any) -> None:
+        query = scope["query_string"]
+        # The second page of the first middle range to get there: one failure, never retried.
+        middle = b"created%5Bgte%5D" in query and b"created%5Blt%5D" in query
+        if middle and b"starting_after" in query and not failed:
+            failed.append(query)
+            await answer(send, 500, {"error": {"type": "api_error", "message": "boom"}})
+            return
+        await emulator.app(scope, receive, send)
+
+    loopback.install(failing_one_range)
+    billing = billing_for(max_network_retries=0, **SPLIT)
+
+    with pytest.raises(
+        StripeSnapshotError, match=r"page 2 of created.*failed \(HTTP 500"
+    ) as caught:
+        billing.list_subscriptions()
+
+    assert failed, "the range boundary the test aims at was never listed"
+    assert (caught.value.page, caught.value.http_status) == (2, 500)
+    assert "no partial data kept" in str(caught.value)
+
+
+def test_a_rate_limited_range_is_retried_and_the_listing_completes(
+    emulator: StripeEmulator, billing_for: Callable[..., StripeBilling], sleeps: list[float]
+) -> None:
+    loaded = _ranged(emulator)
+    emulator.fail_next(1, status=429)  # whichever request comes next: the first page
+
+    billing = _split_listing(billing_for)
+    frame = billing.list_subscriptions()
+
+    pd.testing.assert_frame_equal(by_id(frame), by_id(loaded))
+    assert billing.stats.rate_limit_retries == 1
+    assert len(sleeps) == 1
+
+
+@pytest.mark.parametrize("option", ["concurrency", "sequential_pages", "slices_per_thread"])
+def test_listing_options_are_checked(option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        StripeBilling(KEY, **{option: 0})

@@ -456,3 +456,68 @@ def test_requests_per_second_limit(
     assert "stripe-should-retry" not in limited.headers
     clock.now += 1.0
     assert http.get("/v1/subscriptions").status_code == 200
+
+
+# ---- created ranges with cursors (what the client's parallel listing sends) ----------------------
+
+
+def _walk(http: httpx.Client, query: str, limit: int = 4) -> list[str]:
+    """Every id of a listing, following `starting_after` until `has_more` is false."""
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        response = http.get(f"/v1/subscriptions?status=all&limit={limit}&{query}{cursor}")
+        page = ids(response)
+        seen += page
+        if not response.json()["has_more"]:
+            return seen
+        cursor = f"&starting_after={page[-1]}"
+
+
+@pytest.mark.parametrize(
+    ("query", "keep"),
+    [
+        ("created[gte]=1700000003&created[lt]=1700000007", lambda at: 3 <= at - T0 < 7),
+        ("created[gt]=1700000003&created[lte]=1700000007", lambda at: 3 < at - T0 <= 7),
+        ("created[lt]=1700000002", lambda at: at - T0 < 2),
+        ("created[gte]=1700000009", lambda at: at - T0 >= 9),
+        ("created=1700000005", lambda at: at - T0 == 5),
+        ("created[gte]=1700000020", lambda at: False),
+        ("created[gte]=1700000005&created[lt]=1700000005", lambda at: False),
+    ],
+)
+def test_created_range_pages_hold_exactly_the_range_newest_first(
+    loopback: Loopback, http: httpx.Client, query: str, keep: Any
+) -> None:
+    emu = StripeEmulator(api_keys=(KEY,))
+    # Three subscriptions per second over ten seconds, added out of order.
+    rows = [(f"sub_{n:03d}", T0 + n // 3) for n in range(30)]
+    for sub_id, created in reversed(rows):
+        emu.add_subscription(sub_id, customer="cus_1", status="active", created=created)
+    loopback.install(emu.app)
+    newest_first = [s for s, _ in sorted(rows, key=lambda r: (r[1], r[0]), reverse=True)]
+
+    listed = _walk(http, query)
+
+    assert listed == [s for s in newest_first if keep(dict(rows)[s])]
+
+
+def test_created_range_continues_from_a_cursor_outside_the_range(
+    loopback: Loopback, http: httpx.Client
+) -> None:
+    emu = StripeEmulator(api_keys=(KEY,))
+    for n in range(12):
+        emu.add_subscription(f"sub_{n:03d}", customer="cus_1", status="active", created=T0 + n // 3)
+    loopback.install(emu.app)
+
+    # sub_010 is in the newest second (T0+3); the range asks for T0+1 only.
+    after = http.get(
+        "/v1/subscriptions?status=all&limit=10&created[gte]=1700000001&created[lt]=1700000002"
+        "&starting_after=sub_010"
+    )
+    before = http.get(
+        "/v1/subscriptions?status=all&limit=10&created[lt]=1700000002&ending_before=sub_001"
+    )
+
+    assert ids(after) == ["sub_005", "sub_004", "sub_003"]
+    assert ids(before) == ["sub_005", "sub_004", "sub_003", "sub_002"]
