@@ -49,7 +49,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "membership_db": MembershipDbResource(database_url=database_url),
         "io_manager": FrameStoreIOManager(database_url=database_url),
         "stripe": StripeResource(
-            secret_key=dg.EnvVar("STRIPE_SECRET_KEY"), api_base=settings.STRIPE_API_BASE
+            secret_key=dg.EnvVar("STRIPE_SECRET_KEY"),
+            api_base=settings.STRIPE_API_BASE,
+            list_concurrency=settings.STRIPE_LIST_CONCURRENCY,
         ),
         "discord": discord,
         "notifier": NotifierResource(

@@ -123,6 +123,11 @@ class Settings(BaseModel):
         "an http(s) URL without /v1, e.g. https://api.stripe.com",
         "Stripe API base (the sandbox emulator's address in the demo)",
     )
+    STRIPE_LIST_CONCURRENCY: int = _setting(
+        4,
+        "a whole number from 1 to 16",
+        "Stripe listing requests in flight at once (1 = one page after another)",
+    )
     DISCORD_BOT_TOKEN: OptionalSecret = _setting(None, "a Discord bot token", "Bot token")
     DISCORD_GUILD_ID: Snowflake = _setting(None, "a Discord id (digits)", "The community's server")
     DISCORD_API_BASE: HttpUrl = _setting(
@@ -199,6 +204,13 @@ class Settings(BaseModel):
     def _delay(cls, value: float) -> float:
         if not 0 <= value < float("inf"):
             raise ValueError("must be a finite number of minutes, 0 or more")
+        return value
+
+    @field_validator("STRIPE_LIST_CONCURRENCY")
+    @classmethod
+    def _concurrency(cls, value: int) -> int:
+        if not 1 <= value <= 16:
+            raise ValueError("must be from 1 to 16")
         return value
 
     @field_validator("RECONCILIATION_GUARD_FLOOR")

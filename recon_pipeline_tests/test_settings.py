@@ -60,6 +60,7 @@ def test_load_settings_empty_environment_gives_spec_defaults() -> None:
     ) == ("Squire", "Knight", "Lord", "Debtor")
     assert settings.DISCORD_API_BASE == "https://discord.com/api/v10"
     assert settings.STRIPE_API_BASE == "https://api.stripe.com"
+    assert settings.STRIPE_LIST_CONCURRENCY == 4
     assert settings.EMAIL_PROVIDER == "console"
     assert settings.STRIPE_SECRET_KEY is None
     assert settings.DISCORD_BOT_TOKEN is None
@@ -299,6 +300,12 @@ BAD_VALUES = [
         "RECONCILIATION_GUARD_FRACTION='nan'",
         "from 0 to 1",
         id="fraction-nan",
+    ),
+    pytest.param(
+        {"STRIPE_LIST_CONCURRENCY": "0"},
+        "STRIPE_LIST_CONCURRENCY='0'",
+        "from 1 to 16",
+        id="stripe-concurrency-0",
     ),
     pytest.param(
         {"RECONCILIATION_GUARD_FLOOR": "-1"},

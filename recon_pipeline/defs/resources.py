@@ -57,9 +57,12 @@ class StripeResource(dg.ConfigurableResource):
     model_config = ConfigDict(hide_input_in_errors=True)
     secret_key: str = Field(description="STRIPE_SECRET_KEY", repr=False)
     api_base: str = Field(description="STRIPE_API_BASE, without /v1")
+    list_concurrency: int = Field(default=4, description="STRIPE_LIST_CONCURRENCY")
 
     def client(self) -> StripeBilling:
-        return StripeBilling(self.secret_key, api_base=self.api_base)
+        return StripeBilling(
+            self.secret_key, api_base=self.api_base, concurrency=self.list_concurrency
+        )
 
 
 class DiscordResource(dg.ConfigurableResource):

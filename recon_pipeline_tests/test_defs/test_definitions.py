@@ -117,3 +117,13 @@ def test_code_location_refuses_to_load_with_a_bad_setting(
     assert result.returncode != 0
     assert message in result.stderr
     assert "accepted:" in result.stderr
+
+
+@pytest.mark.parametrize(("env", "expected"), [({}, 4), ({"STRIPE_LIST_CONCURRENCY": "1"}, 1)])
+def test_stripe_listing_concurrency_comes_from_the_setting(
+    env: dict[str, str], expected: int
+) -> None:
+    stripe = _defs(**env).resources["stripe"]
+    assert stripe.list_concurrency == expected
+    with stripe.client() as client:
+        assert client._concurrency == expected
