@@ -68,7 +68,7 @@ _CONTEXT = multiprocessing.get_context("spawn")
 
 
 def _serve_emulator(
-    kind: str, size: int, seed: int, latency_s: float, port: int, ready: Event, stop: Event
+    kind: str, size: int, seed: int, latency_s: float, port: Any, ready: Event, stop: Event
 ) -> None:
     sys.path.insert(0, str(ROOT))
     from recon_pipeline.sandbox import demo
@@ -91,7 +91,10 @@ def _serve_emulator(
         discord.add_channel(demo.SANDBOX_ADMIN_CHANNEL_ID)
         app = discord.app
     del community
-    with LoopbackServer(app, port=port):
+    # The port is chosen only now, right before binding: chosen before loading a big community,
+    # it could be taken meanwhile (by an outgoing connection's ephemeral port, for one).
+    with LoopbackServer(app) as server:
+        port.value = server.port
         ready.set()
         stop.wait()
 
@@ -100,7 +103,6 @@ def _serve_emulator(
 def _emulators(size: int, seed: int, latency_ms: float) -> Iterator[dict[str, str]]:
     from recon_pipeline.sandbox import demo
     from recon_pipeline.sandbox.community import GUILD_ID
-    from recon_pipeline.sandbox.server import free_port
 
     stop = _CONTEXT.Event()
     started: list[tuple[multiprocessing.process.BaseProcess, Event]] = []
@@ -108,7 +110,7 @@ def _emulators(size: int, seed: int, latency_ms: float) -> Iterator[dict[str, st
     try:
         for kind in ("stripe", "discord"):
             ready = _CONTEXT.Event()
-            ports[kind] = free_port()
+            ports[kind] = _CONTEXT.Value("i", 0)
             args = (kind, size, seed, latency_ms / 1000, ports[kind], ready, stop)
             process = _CONTEXT.Process(target=_serve_emulator, args=args, daemon=True)
             process.start()
@@ -118,10 +120,10 @@ def _emulators(size: int, seed: int, latency_ms: float) -> Iterator[dict[str, st
                 raise RuntimeError(f"emulator process {process.pid} did not start")
         yield {
             "STRIPE_SECRET_KEY": demo.SANDBOX_STRIPE_KEY,
-            "STRIPE_API_BASE": f"http://127.0.0.1:{ports['stripe']}",
+            "STRIPE_API_BASE": f"http://127.0.0.1:{ports['stripe'].value}",
             "DISCORD_BOT_TOKEN": demo.SANDBOX_BOT_TOKEN,
             "DISCORD_GUILD_ID": GUILD_ID,
-            "DISCORD_API_BASE": f"http://127.0.0.1:{ports['discord']}/api/v10",
+            "DISCORD_API_BASE": f"http://127.0.0.1:{ports['discord'].value}/api/v10",
             "DISCORD_ADMIN_CHANNEL_ID": demo.SANDBOX_ADMIN_CHANNEL_ID,
         }
     finally:
