@@ -74,7 +74,12 @@ def _snapshot() -> Snapshot:
 
 
 def scenario_community() -> Community:
-    frames = _snapshot().frames()
+    return community_of(_snapshot())
+
+
+def community_of(snapshot: Snapshot) -> Community:
+    """What the emulators and the database serve for `snapshot`."""
+    frames = snapshot.frames()
     return Community(
         members=frames["members"],
         teams=frames["teams"],

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -65,3 +66,24 @@ def smtp_server(
         yield port, inbox
     finally:
         controller.stop()
+
+
+@contextmanager
+def admin_mail(
+    monkeypatch: pytest.MonkeyPatch, *, username: str | None = None, password: str | None = None
+) -> Iterator[Inbox]:
+    """A loopback SMTP server that the pipeline's admin notices are configured to go to."""
+    with smtp_server(username=username, password=password) as (port, inbox):
+        settings = {
+            "ADMIN_EMAIL": "admins@example.org",
+            "EMAIL_FROM_ADDRESS": "recon@example.org",
+            "EMAIL_PROVIDER": "smtp",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(port),
+            "SMTP_STARTTLS": "false",
+        }
+        if username is not None:
+            settings |= {"SMTP_USERNAME": username, "SMTP_PASSWORD": password or ""}
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        yield inbox

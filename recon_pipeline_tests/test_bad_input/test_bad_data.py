@@ -19,25 +19,14 @@ import pytest
 import sqlalchemy as sa
 
 from recon_pipeline.clients.membership_db import init_database, parse_database_url
-from recon_pipeline.domain.columns import GuildMemberRoleCol, GuildRoleCol
+from recon_pipeline.domain.columns import GuildMemberRoleCol
 from recon_pipeline.sandbox.community import Community
 from recon_pipeline.sandbox.demo import SANDBOX_ADMIN_CHANNEL_ID, seed_membership_db
 from recon_pipeline_tests.builders import ROLE_IDS, Snapshot, account, guild, member, sub
 from recon_pipeline_tests.harness import Pipeline, running_pipeline
-from recon_pipeline_tests.scenario import ROLES_AFTER_FIX, scenario_community
+from recon_pipeline_tests.scenario import ROLES_AFTER_FIX, community_of, scenario_community
 
 LORD, KNIGHT, SQUIRE = ROLE_IDS["Lord"], ROLE_IDS["Knight"], ROLE_IDS["Squire"]
-
-
-def community(snapshot: Snapshot) -> Community:
-    frames = snapshot.frames()
-    return Community(
-        members=frames["members"],
-        teams=frames["teams"],
-        subscriptions=frames["subscriptions"],
-        guild_member_roles=frames["guild_member_roles"],
-        guild_roles=frames["guild_roles"].astype({GuildRoleCol.ID: "str"}),
-    )
 
 
 @contextmanager
@@ -49,7 +38,7 @@ def pipeline_on(
     before_seed: tuple[str, ...] = (),
 ) -> Iterator[Pipeline]:
     """The pipeline on `snapshot`, after running `before_seed` (SQL) on the app's empty tables."""
-    served = snapshot if isinstance(snapshot, Community) else community(snapshot)
+    served = snapshot if isinstance(snapshot, Community) else community_of(snapshot)
     engine = parse_database_url(database_url).create_engine()
     try:
         init_database(engine)

@@ -22,7 +22,7 @@ from recon_pipeline.sandbox.server import free_port
 from recon_pipeline_tests.builders import ROLE_IDS
 from recon_pipeline_tests.harness import Pipeline, running_pipeline
 from recon_pipeline_tests.scenario import scenario_community
-from recon_pipeline_tests.smtp import Inbox, smtp_server
+from recon_pipeline_tests.smtp import Inbox, admin_mail
 
 SMTP_USER, SMTP_PASSWORD = "recon-mailer", "smtp-secret-pa55word"
 UI = "http://dagster.example:3000"
@@ -30,19 +30,8 @@ UI = "http://dagster.example:3000"
 
 @pytest.fixture
 def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    with smtp_server(username=SMTP_USER, password=SMTP_PASSWORD) as (port, inbox):
-        for name, value in {
-            "ADMIN_EMAIL": "admins@example.org",
-            "EMAIL_FROM_ADDRESS": "recon@example.org",
-            "EMAIL_PROVIDER": "smtp",
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(port),
-            "SMTP_STARTTLS": "false",
-            "SMTP_USERNAME": SMTP_USER,
-            "SMTP_PASSWORD": SMTP_PASSWORD,
-            "DAGSTER_WEBSERVER_URL": UI,
-        }.items():
-            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_WEBSERVER_URL", UI)
+    with admin_mail(monkeypatch, username=SMTP_USER, password=SMTP_PASSWORD) as inbox:
         yield inbox
 
 

@@ -47,7 +47,7 @@ from recon_pipeline_tests.scenario import (
     issue_subject,
     scenario_community,
 )
-from recon_pipeline_tests.smtp import Inbox, smtp_server
+from recon_pipeline_tests.smtp import Inbox, admin_mail
 
 ROLE_CALLS = {"PUT", "DELETE"}
 _ids = ROLE_IDS
@@ -86,18 +86,7 @@ def quick_clients(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    with smtp_server(username=SMTP_USER, password=SMTP_PASSWORD) as (port, inbox):
-        for name, value in {
-            "SMTP_USERNAME": SMTP_USER,
-            "SMTP_PASSWORD": SMTP_PASSWORD,
-            "ADMIN_EMAIL": "admins@example.org",
-            "EMAIL_FROM_ADDRESS": "recon@example.org",
-            "EMAIL_PROVIDER": "smtp",
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(port),
-            "SMTP_STARTTLS": "false",
-        }.items():
-            monkeypatch.setenv(name, value)
+    with admin_mail(monkeypatch, username=SMTP_USER, password=SMTP_PASSWORD) as inbox:
         yield inbox
 
 
