@@ -1,16 +1,16 @@
-"""Carry out planned fix actions (SPEC §5): one Discord call per role change, one UPDATE per
-stale status, each result recorded durably before the next action starts.
+"""Carry out planned fix actions (SPEC §5): one Discord call per role change, one UPDATE per stale
+status, each result recorded durably before the next action starts.
 
 Recording each step as it happens is what makes a re-executed run safe: a role change is noted
 as pending before its call and as fixed or failed after it, and a status write commits together
 with its note. When a run works from the snapshots of the run it re-executes, an action recorded
 as fixed under the same scope (the first run of the chain) is not repeated, and one left pending
 by a killed attempt is first looked up on Discord, so a change that went through is not made
-twice. One member's failure never stops the others;
-within one issue, a failed action holds back the ones after it (a swap whose grant failed keeps
-its old role). Only errors that make every further call futile (Discord blocking the bot or
-rejecting its token, Discord unavailable again and again, a managed role that vanished, a role
-the bot may not manage) stop the calls they would doom, and those actions say why.
+twice. One member's failure never stops the others; within one issue, a failed action holds back
+the ones after it (a swap whose grant failed keeps its old role). Only errors that make every
+further call futile (Discord blocking the bot or rejecting its token, Discord unavailable again
+and again, a managed role that vanished, a role the bot may not manage) stop the calls they
+would doom, and those actions say why.
 """
 
 from __future__ import annotations
@@ -181,16 +181,13 @@ def _write_status(action: dict[str, object], engine: sa.Engine, run: FixRun) -> 
     subject = {"team_id": str(team_id)} if pd.notna(team_id) else {"member_id": str(member_id)}
     try:
         with engine.begin() as conn:
-            changed = write_cached_status(conn, status=status, **subject)
-            if changed:
+            if write_cached_status(conn, status=status, **subject):
                 record_fix_action(conn, run.scope_id, _action_row(action, Outcome.FIXED, ""))
-    except sa.exc.SQLAlchemyError as exc:
-        outcome, detail = Outcome.FAILED, f"database error: {_db_error(exc)}"
-    else:
-        if changed:
-            return Outcome.FIXED, ""
+                return Outcome.FIXED, ""
         what = next(iter(subject)).removesuffix("_id")
         outcome, detail = Outcome.FAILED, f"no such {what} in the database"
+    except sa.exc.SQLAlchemyError as exc:
+        outcome, detail = Outcome.FAILED, f"database error: {_db_error(exc)}"
     _record(engine, run, action, outcome, detail)
     return outcome, detail
 

@@ -11,6 +11,7 @@ The admins hear of each failed run once: the first recorded failure sends the no
 notice sent while the database was unreachable is remembered in a run tag instead.
 """
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -89,28 +90,29 @@ def record_failure(
     run = instance.get_run_by_id(run_id)
     tags = run.tags if run else {}
     partition = tags.get(run_tags.PARTITION)
+    # What the run itself tells; what it stored is added when the database can be read.
+    known = RunRecord(
+        run_id=run_id,
+        job_name=run.job_name if run else "",
+        started_at=run_tags.run_started_at(instance, run_id),
+        completed_at=run_tags.utcnow(),
+        triggered_by=run_tags.triggered_by(tags),
+        auto_fix_enabled=requested_auto_fix(run, policy.auto_fix),
+        is_verification_run=tags.get(run_tags.TRIGGERED_BY) == "verification",
+        partition_key=partition,
+        parent_run_id=tags.get(run_tags.PARENT_RUN_ID),
+        failure=failure,
+    )
     try:
         with membership_db.engine() as engine, engine.begin() as conn:
-            record = RunRecord(
-                run_id=run_id,
-                job_name=run.job_name if run else "",
-                started_at=run_tags.run_started_at(instance, run_id),
-                completed_at=run_tags.utcnow(),
-                triggered_by=run_tags.triggered_by(tags),
-                auto_fix_enabled=requested_auto_fix(run, policy.auto_fix),
-                is_verification_run=tags.get(run_tags.TRIGGERED_BY) == "verification",
-                partition_key=partition,
-                parent_run_id=tags.get(run_tags.PARENT_RUN_ID),
-                failure=failure,
-                **_stored_by(conn, run_id, partition),
-            )
+            record = dataclasses.replace(known, **_stored_by(conn, run_id, partition))
             first = write_failed_run_record(conn, record, append=append)
     except Exception:
         if notify:
-            _notify_once(instance, run, None, failure, policy, notifier, discord, log)
+            _notify_once(instance, run, known, policy, notifier, discord, log)
         raise
     if first and notify:
-        _notify_once(instance, run, record, failure, policy, notifier, discord, log)
+        _notify_once(instance, run, record, policy, notifier, discord, log)
     return record
 
 
@@ -137,8 +139,7 @@ def _stored_by(conn: Any, run_id: str, partition: str | None) -> dict[str, Any]:
 def _notify_once(
     instance: dg.DagsterInstance,
     run: dg.DagsterRun | None,
-    record: RunRecord | None,
-    failure: str,
+    record: RunRecord,
     policy: ReconciliationPolicyResource,
     notifier: NotifierResource,
     discord: DiscordResource,
@@ -150,18 +151,8 @@ def _notify_once(
     partition = run.tags.get(run_tags.PARTITION)
     if partition is not None and partition != local_day(policy.timezone):
         return
-    if record is None:  # the database is unreachable: say what the run itself knows
-        record = RunRecord(
-            run_id=run.run_id,
-            job_name=run.job_name,
-            started_at=run_tags.run_started_at(instance, run.run_id),
-            completed_at=run_tags.utcnow(),
-            triggered_by=run_tags.triggered_by(run.tags),
-            auto_fix_enabled=requested_auto_fix(run, policy.auto_fix),
-            failure=failure,
-        )
     notice = compose_notice(
-        {**record.app_row(), "failure": failure}, run_url=notifier.run_url(run.run_id)
+        {**record.app_row(), "failure": record.failure}, run_url=notifier.run_url(run.run_id)
     )
     notifier.send(notice, log, discord=discord)
     instance.add_run_tags(run.run_id, {run_tags.FAILURE_NOTIFIED: "true"})

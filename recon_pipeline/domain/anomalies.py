@@ -19,8 +19,6 @@ in the engine and is only reported, as warnings an operator can act on.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
@@ -40,7 +38,6 @@ from recon_pipeline.domain.policy import (
     SubscriptionStatus,
 )
 
-_DIGIT_RUN = re.compile(r"[0-9]+")
 EXAMPLES = 3  # ids named per warning; the count says how many there are
 _ACCESS_TYPES = frozenset(
     {
@@ -67,10 +64,10 @@ def withhold_unsafe_fixes(issues: pd.DataFrame, members: pd.DataFrame) -> pd.Dat
     frame = issues.reset_index(drop=True).copy()
     reasons = pd.Series(None, index=frame.index, dtype="str")
     access = frame[IssueCol.TYPE].isin(list(_ACCESS_TYPES))
+    keys = pd.Series(discord_id_keys(frame[IssueCol.DISCORD_ID]), index=frame.index)
 
     claims = _shared_accounts(members)
     if len(claims):
-        keys = pd.Series(discord_id_keys(frame[IssueCol.DISCORD_ID]), index=frame.index)
         shared = access & keys.isin(claims.index)
         for row in np.flatnonzero(shared.to_numpy()):
             claimants = claims[keys.iloc[row]]
@@ -82,7 +79,6 @@ def withhold_unsafe_fixes(issues: pd.DataFrame, members: pd.DataFrame) -> pd.Dat
 
     hinted = _ids_hidden_in_unusable_links(members)
     if hinted:
-        keys = pd.Series(discord_id_keys(frame[IssueCol.DISCORD_ID]), index=frame.index)
         orphan = (frame[IssueCol.TYPE] == DriftType.ORPHANED_ACCESS) & reasons.isna()
         for row in np.flatnonzero((orphan & keys.isin(list(hinted))).to_numpy()):
             member_id, written = hinted[int(keys.iloc[row])]
@@ -205,14 +201,19 @@ def _ids_hidden_in_unusable_links(members: pd.DataFrame) -> dict[int, tuple[str,
     run of digits that is (`<@1003>`, `1003.0`, `id 1003`)."""
     discord = members[MemberCol.DISCORD_ID]
     unusable = discord.notna() & (discord_id_keys(discord) == 0)
-    found: dict[int, tuple[str, str]] = {}
-    for member_id, text in zip(
-        members.loc[unusable, MemberCol.ID], discord[unusable].astype("str"), strict=True
-    ):
-        digits = _DIGIT_RUN.search(text)
-        if digits and len(digits.group()) <= 19 and int(digits.group()):
-            found.setdefault(int(digits.group()), (str(member_id), text))
-    return found
+    texts = discord[unusable].astype("str")
+    digits = texts.str.extract(r"([0-9]+)", expand=False)
+    hinted = pd.DataFrame(
+        {
+            "key": discord_id_keys(digits),  # 0 when no run, too long or zero
+            "member": members.loc[unusable, MemberCol.ID].astype("str"),
+            "text": texts,
+        }
+    )
+    hinted = hinted[hinted["key"] != 0].drop_duplicates("key")
+    return {
+        int(key): (member, text) for key, member, text in hinted.itertuples(index=False, name=None)
+    }
 
 
 def _names(values: pd.Series | tuple[str, ...]) -> str:

@@ -185,10 +185,10 @@ class _GuildIndex:
         )
         size = _code_count(member_code, guild_code, exempt_code) + 1
         bit_of_name = dict(zip(policy.roles.names(), _BITS, strict=True))
-        role_keys = _snowflakes(guild_member_roles[GuildMemberRoleCol.ROLE_ID])
+        role_keys = discord_id_keys(guild_member_roles[GuildMemberRoleCol.ROLE_ID])
         bits = np.zeros(len(role_keys), dtype="int64")
         for role_id, name in managed_role_ids.items():
-            key = _snowflakes(pd.Series([role_id], dtype="str"))[0]
+            key = discord_id_keys(pd.Series([role_id], dtype="str"))[0]
             if key:  # an unusable role id must not match the rows that hold no role
                 bits[role_keys == key] = bit_of_name[name]
 
@@ -404,11 +404,6 @@ def _shared_codes(*columns: pd.Series) -> list[np.ndarray]:
 
 
 def discord_id_keys(column: pd.Series) -> np.ndarray:
-    """Discord ids as unsigned integers (0 for an id that cannot be a Discord account)."""
-    return _snowflakes(column)
-
-
-def _snowflakes(column: pd.Series) -> np.ndarray:
     """Discord ids as unsigned integers, since Discord compares them as integers.
 
     Surrounding whitespace is ignored (`" 1001 "` is account 1001). An id that is not 1-19 ASCII
@@ -422,7 +417,7 @@ def _snowflakes(column: pd.Series) -> np.ndarray:
 
 def _snowflake_codes(*columns: pd.Series) -> list[np.ndarray]:
     """Like `_shared_codes`, keyed by a Discord id's integer value; -1 when missing or unusable."""
-    keys = [_snowflakes(c) for c in columns]
+    keys = [discord_id_keys(c) for c in columns]
     encoded = pa.chunked_array(
         [pa.array(k, mask=k == 0) for k in keys], type=pa.uint64()
     ).dictionary_encode()
