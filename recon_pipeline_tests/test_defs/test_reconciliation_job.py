@@ -14,7 +14,12 @@ from dagster import serialize_value
 from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.domain.columns import GuildMemberRoleCol
 from recon_pipeline.sandbox.community import Community
-from recon_pipeline.sandbox.demo import SANDBOX_BOT_TOKEN, SANDBOX_STRIPE_KEY, demo_community
+from recon_pipeline.sandbox.demo import (
+    SANDBOX_ADMIN_CHANNEL_ID,
+    SANDBOX_BOT_TOKEN,
+    SANDBOX_STRIPE_KEY,
+    demo_community,
+)
 from recon_pipeline_tests.app_schema import create_app_schema
 from recon_pipeline_tests.builders import ROLE_IDS, Snapshot, account, guild, sub
 from recon_pipeline_tests.harness import TIMEZONE, Pipeline, running_pipeline
@@ -323,3 +328,27 @@ def test_failure_sensor_records_a_run_that_died_without_a_step_failure(
     assert record["failure"] == "the run worker was killed"
     assert record["autoFixEnabled"] is True
     assert record["triggeredBy"] == "manual"
+
+
+def test_failure_sensor_records_a_cancelled_run_without_telling_the_admins(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
+        defs = pipeline.definitions()
+        run = pipeline.instance.create_run_for_job(
+            defs.resolve_job_def("reconciliation_job"),
+            tags={"dagster/partition": local_day(TIMEZONE)},
+        )
+        pipeline.instance.report_run_canceled(run)
+        sensor = defs.resolve_sensor_def("record_failed_runs_sensor")
+        with dg.build_sensor_context(
+            instance=pipeline.instance, resources=defs.resources
+        ) as context:
+            sensor(context)
+
+        record = pipeline.record(run.run_id)
+        posted = pipeline.sandbox.discord.messages(SANDBOX_ADMIN_CHANNEL_ID)
+    assert record["status"] == "failed"
+    assert record["failure"] == "the run was cancelled before it finished"
+    assert record["completedAt"] is not None
+    assert posted == []
