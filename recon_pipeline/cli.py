@@ -8,17 +8,22 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
+from filelock import FileLock
 
+from recon_pipeline.clients.frame_store import adopt_day_keyed_frames
 from recon_pipeline.clients.membership_db import (
     DatabaseUrlError,
+    ensure_pipeline_tables,
     init_database,
     parse_database_url,
     read_run_record,
 )
+from recon_pipeline.domain.fix_gate import WithheldCode
 from recon_pipeline.settings import SettingsError, hide_url_password, load_settings
 
 DEFAULT_DAGSTER_HOME = Path("dagster_home")
@@ -37,6 +42,8 @@ concurrency:
     # recon_fixes: only one step applies fixes at a time, backfills included (SPEC §6)
     default_limit: 1
 """
+# `recon-pipeline run`: the run succeeded, but another run kept it from applying fixes.
+EXIT_FIXES_WITHHELD = 3
 # What a run cannot start without; each is named when missing.
 _REQUIRED_FOR_A_RUN = ("STRIPE_SECRET_KEY", "DISCORD_BOT_TOKEN", "DISCORD_GUILD_ID")
 
@@ -50,6 +57,8 @@ def _db_init(_: argparse.Namespace) -> int:
     engine = target.create_engine()
     try:
         created = init_database(engine)
+        ensure_pipeline_tables(engine)  # columns a newer version added to the pipeline's own
+        adopted = adopt_day_keyed_frames(engine)
     except sa.exc.OperationalError as exc:
         # Unreachable server, refused login, unwritable file: the operator needs the reason,
         # not a traceback. The driver's message names the host, never the password.
@@ -61,6 +70,8 @@ def _db_init(_: argparse.Namespace) -> int:
         print(f"Created {', '.join(created)} in {where}")
     else:
         print(f"Nothing to do: every table already exists in {where}")
+    if adopted:
+        print(f"Stored frames of earlier versions now belong to their runs: {adopted}")
     return 0
 
 
@@ -75,10 +86,33 @@ def _ensure_dagster_home(default: Path) -> Path:
     return home
 
 
+@contextmanager
+def _instance_set_up(home: Path) -> Iterator[None]:
+    """Hold the instance's set-up lock while the block runs.
+
+    A new SQLite instance creates its storage on first use; two commands doing that at once
+    on one DAGSTER_HOME collide (one dies with a unique-constraint error on Dagster's schema
+    version). The first to come sets the storage up, the other waits for it.
+    """
+    with FileLock(home / ".recon-pipeline-setup.lock"):
+        yield
+
+
+def _set_up_instance(home: Path) -> None:
+    import dagster as dg
+
+    with _instance_set_up(home), dg.DagsterInstance.get() as instance:
+        # Touch every storage, so each creates its schema now, under the lock.
+        instance.get_runs(limit=1)
+        instance.get_asset_keys(limit=1)
+        instance.all_instigator_state()
+
+
 def launch_reconciliation(
     *, auto_fix: bool | None, override_guard: bool, in_process: bool
-) -> tuple[bool, str]:
-    """Run `reconciliation_job` for today on the configured instance; (succeeded, run id)."""
+) -> tuple[bool, str, dict[str, str]]:
+    """Run `reconciliation_job` for today on the configured instance; (succeeded, run id, the
+    run's tags)."""
     import dagster as dg
 
     from recon_pipeline.definitions import get_reconciliation_job
@@ -106,10 +140,12 @@ def launch_reconciliation(
                 run_tags.TRIGGERED_BY: "manual",
             },
         )
-        return result.success, result.run_id
+        run = instance.get_run_by_id(result.run_id)
+        return result.success, result.run_id, dict(run.tags) if run else {}
 
 
-def print_run_report(run_id: str) -> None:
+def print_run_report(run_id: str) -> dict | None:
+    """Print the run's report from its `ReconciliationRun` row; the row (None when missing)."""
     from recon_pipeline.domain.report import format_run_report
 
     settings = load_settings()
@@ -123,9 +159,10 @@ def print_run_report(run_id: str) -> None:
     where = target.url.render_as_string(hide_password=True)
     if record is None:
         print(f"Run {run_id} left no ReconciliationRun row in {where}: see the Dagster run log.")
-        return
+        return None
     print(format_run_report(record))
     print(f'  run record: "ReconciliationRun" id {run_id!r} in {where}')
+    return record
 
 
 def _database_problem(database_url: str) -> str | None:
@@ -164,14 +201,23 @@ def _run(args: argparse.Namespace) -> int:
     if problem:
         print(f"recon-pipeline: {problem}; no run was started", file=sys.stderr)
         return 1
-    _ensure_dagster_home(DEFAULT_DAGSTER_HOME)
-    succeeded, run_id = launch_reconciliation(
+    _set_up_instance(_ensure_dagster_home(DEFAULT_DAGSTER_HOME))
+    succeeded, run_id, tags = launch_reconciliation(
         auto_fix=True if args.auto_fix else None,
         override_guard=args.override_guard,
         in_process=args.in_process,
     )
-    print_run_report(run_id)
-    return 0 if succeeded else 1
+    record = print_run_report(run_id)
+    if not succeeded:
+        return 1
+    from recon_pipeline.defs.run_tags import FIXES_WITHHELD
+
+    withheld = tags.get(FIXES_WITHHELD)
+    if withheld and WithheldCode(withheld).another_run:
+        reason = (record or {}).get("fixes_withheld") or withheld
+        print(f"recon-pipeline: no fix was applied: {reason}", file=sys.stderr)
+        return EXIT_FIXES_WITHHELD
+    return 0
 
 
 def _demo_environment() -> dict[str, str]:
@@ -200,7 +246,7 @@ def _demo(_: argparse.Namespace) -> int:
 
     started = time.monotonic()
     os.environ.update(_demo_environment())
-    _ensure_dagster_home(DEMO_DIR / "dagster_home")
+    _set_up_instance(_ensure_dagster_home(DEMO_DIR / "dagster_home"))
     _seed_demo_database()
     community = demo_community()
     print(
@@ -218,7 +264,7 @@ def _demo(_: argparse.Namespace) -> int:
             ("3. Run again", True),
         ):
             print(f"== {title} ==")
-            succeeded, run_id = launch_reconciliation(
+            succeeded, run_id, _ = launch_reconciliation(
                 auto_fix=auto_fix, override_guard=False, in_process=True
             )
             print_run_report(run_id)

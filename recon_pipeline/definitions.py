@@ -26,6 +26,7 @@ from recon_pipeline.defs.resources import (
     ReconciliationPolicyResource,
     StripeResource,
 )
+from recon_pipeline.defs.retention import build_retention_schedule, snapshot_retention_job
 from recon_pipeline.defs.schedules import build_daily_schedule
 from recon_pipeline.defs.sensors import build_verification_sensor
 from recon_pipeline.settings import Settings, load_settings
@@ -39,15 +40,22 @@ def _env_or(name: str, default: str | None) -> str | dg.EnvVar:
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
-    database_url = _env_or("DATABASE_URL", settings.DATABASE_URL)
+    storage = {
+        "database_url": _env_or("DATABASE_URL", settings.DATABASE_URL),
+        "storage_url": _env_or("RECONCILIATION_STORAGE_URL", None) or None,
+    }
     discord = DiscordResource(
         bot_token=dg.EnvVar("DISCORD_BOT_TOKEN"),
         guild_id=settings.DISCORD_GUILD_ID or "",
         api_base=settings.DISCORD_API_BASE,
     )
     return {
-        "membership_db": MembershipDbResource(database_url=database_url),
-        "io_manager": FrameStoreIOManager(database_url=database_url),
+        "membership_db": MembershipDbResource(**storage),
+        "io_manager": FrameStoreIOManager(
+            **storage,
+            timezone=settings.RECONCILIATION_TIMEZONE,
+            retention_days=settings.RECONCILIATION_SNAPSHOT_RETENTION_DAYS,
+        ),
         "stripe": StripeResource(
             secret_key=dg.EnvVar("STRIPE_SECRET_KEY"),
             api_base=settings.STRIPE_API_BASE,
@@ -77,6 +85,10 @@ def build_resources(settings: Settings) -> dict[str, object]:
             guard_floor=settings.RECONCILIATION_GUARD_FLOOR,
             guard_fraction=settings.RECONCILIATION_GUARD_FRACTION,
             timezone=settings.RECONCILIATION_TIMEZONE,
+            max_snapshot_age_minutes=settings.RECONCILIATION_MAX_SNAPSHOT_AGE_MINUTES,
+            retention_days=settings.RECONCILIATION_SNAPSHOT_RETENTION_DAYS,
+            lease_wait_minutes=settings.RECONCILIATION_LEASE_WAIT_MINUTES,
+            lease_ttl_seconds=settings.RECONCILIATION_LEASE_TTL_SECONDS,
         ),
     }
 
@@ -90,13 +102,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_apply_assets(partitions),
             verification_report,
         ],
-        jobs=[reconciliation_job, verification_job],
+        jobs=[reconciliation_job, verification_job, snapshot_retention_job],
         schedules=[
             build_daily_schedule(
                 hour=settings.RECONCILIATION_HOUR,
                 timezone=settings.RECONCILIATION_TIMEZONE,
                 paused=settings.RECONCILIATION_PAUSED,
-            )
+            ),
+            build_retention_schedule(
+                hour=settings.RECONCILIATION_HOUR, timezone=settings.RECONCILIATION_TIMEZONE
+            ),
         ],
         sensors=[
             build_verification_sensor(settings.RECONCILIATION_VERIFY_DELAY_MINUTES),

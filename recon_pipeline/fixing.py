@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -32,6 +33,7 @@ from recon_pipeline.clients.discord import (
     UnknownRoleError,
 )
 from recon_pipeline.clients.membership_db import (
+    fix_notes,
     record_fix_action,
     recorded_actions,
     write_cached_status,
@@ -42,6 +44,7 @@ _log = logging.getLogger(__name__)
 # Consecutive "Discord unavailable" failures (each already retried) after which the rest stop.
 MAX_CONSECUTIVE_UNAVAILABLE = 3
 PENDING = "pending"  # recorded outcome of a role change whose call is under way
+ALREADY_APPLIED = "already applied earlier in this run"
 
 
 class RoleWriter(Protocol):
@@ -65,6 +68,7 @@ class FixRun:
     # then already part of what this run plans; False when this run took fresh snapshots.
     trust_recorded_fixes: bool = False
     stopped: str | None = None  # why every further Discord call is futile
+    halted: str | None = None  # why no further change of any kind may be made (lease lost)
     unwritable_roles: dict[str, str] = field(default_factory=dict)  # role name → why
     consecutive_unavailable: int = 0
 
@@ -87,7 +91,9 @@ def apply_actions(
         row = action._asdict()
         key, issue = row[ActionCol.KEY], int(row[ActionCol.ISSUE])
         if recorded.get(key) == Outcome.FIXED:
-            outcome, detail = Outcome.FIXED, "already applied earlier in this run"
+            outcome, detail = Outcome.FIXED, ALREADY_APPLIED
+        elif run.halted:
+            outcome, detail = Outcome.NOT_ATTEMPTED, f"not attempted: {run.halted}"
         elif issue in held_back:
             outcome, detail = Outcome.NOT_ATTEMPTED, held_back[issue]
         elif recorded.get(key) == PENDING and _already_in_effect(row, discord, run):
@@ -102,6 +108,40 @@ def apply_actions(
             )
         results.append((key, outcome.value, detail))
     return pd.DataFrame(results, columns=list(ResultCol.ALL)).astype("str")
+
+
+def results_from_notes(actions: pd.DataFrame, engine: sa.Engine, scope_id: str) -> pd.DataFrame:
+    """One `ResultCol` row per planned action, from what a run that ended while fixing noted:
+    its fixing step's own result is lost, but each change was noted before and after its call."""
+    with engine.connect() as conn:
+        notes = fix_notes(conn, scope_id)
+    merged = actions[[ActionCol.KEY]].merge(notes, on=ActionCol.KEY, how="left")
+    outcome = merged["outcome"]
+    results = pd.DataFrame({ResultCol.KEY: merged[ActionCol.KEY]})
+    results[ResultCol.OUTCOME] = np.select(
+        [outcome == Outcome.FIXED, outcome == Outcome.FAILED, outcome == PENDING],
+        [Outcome.FIXED.value, Outcome.FAILED.value, Outcome.FAILED.value],
+        default=Outcome.NOT_ATTEMPTED.value,
+    )
+    results[ResultCol.DETAIL] = np.select(
+        [outcome == Outcome.FIXED, outcome == Outcome.FAILED, outcome == PENDING],
+        [
+            "",
+            merged["error"].fillna("").astype("str"),
+            "interrupted while the change was under way: it may or may not have gone through "
+            "(a re-execution looks it up on Discord before repeating it)",
+        ],
+        default="not attempted: the run ended before this fix",
+    )
+    return results.astype("str")
+
+
+def changes_made(results: pd.DataFrame) -> int:
+    """Actions of `results` that reached Discord or the database (a failed call may still have
+    gone through), not counting those an earlier attempt had already made."""
+    reached = results[ResultCol.OUTCOME].isin([Outcome.FIXED.value, Outcome.FAILED.value])
+    earlier = results[ResultCol.DETAIL] == ALREADY_APPLIED
+    return int((reached & ~earlier).sum())
 
 
 def _already_in_effect(action: dict[str, object], discord: RoleWriter, run: FixRun) -> bool:

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from recon_pipeline.clients.frame_bodies import StorageUrlError, parse_storage_url
 from recon_pipeline.clients.membership_db import DatabaseUrlError, parse_database_url
 from recon_pipeline.domain.policy import (
     DEFAULT_GRANTING_STATUSES,
@@ -98,6 +99,10 @@ OptionalText = Annotated[str | None, BeforeValidator(_blank_is_none)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_blank_is_none)]
 Snowflake = Annotated[str | None, BeforeValidator(_blank_is_none), AfterValidator(_snowflake)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+# Variables that may hold a database URL, and so a password.
+URL_VARIABLES = ("DATABASE_URL", "RECONCILIATION_STORAGE_URL")
 
 
 def _setting(default: Any, accepted: str, description: str) -> Any:
@@ -181,6 +186,30 @@ class Settings(BaseModel):
     DISCORD_ROLE_KNIGHT: str = _setting("Knight", "a role name", "Role of team seats")
     DISCORD_ROLE_LORD: str = _setting("Lord", "a role name", "Role of owners and individuals")
     DISCORD_ROLE_DEBTOR: str = _setting("Debtor", "a role name", "Role of members in debt")
+    RECONCILIATION_MAX_SNAPSHOT_AGE_MINUTES: float = _setting(
+        120.0,
+        "a number of minutes > 0 (fractions allowed)",
+        "Snapshots older than this are never acted on (a late re-execution applies nothing)",
+    )
+    RECONCILIATION_SNAPSHOT_RETENTION_DAYS: int = _setting(
+        35, "a whole number of days ≥ 1", "Stored snapshots older than this are deleted"
+    )
+    RECONCILIATION_STORAGE_URL: OptionalText = _setting(
+        None,
+        "empty (the membership database), postgresql://…, sqlite:///path, an absolute folder "
+        "path, file:///…, s3://bucket/prefix or gs://bucket/prefix",
+        "Where stored snapshots and drift tables live",
+    )
+    RECONCILIATION_LEASE_WAIT_MINUTES: float = _setting(
+        10.0,
+        "a number of minutes ≥ 0 (fractions allowed)",
+        "How long a fixing run waits for another run's fixing lease before fixing nothing",
+    )
+    RECONCILIATION_LEASE_TTL_SECONDS: float = _setting(
+        60.0,
+        "a number of seconds from 1 to 3600",
+        "How long the fixing lease outlives its holder's last heartbeat",
+    )
     DAGSTER_WEBSERVER_URL: Annotated[str | None, BeforeValidator(_blank_is_none)] = _setting(
         None, "an http(s) URL or empty", "Dagster UI address, for links in notices"
     )
@@ -205,6 +234,45 @@ class Settings(BaseModel):
         if not 0 <= value < float("inf"):
             raise ValueError("must be a finite number of minutes, 0 or more")
         return value
+
+    @field_validator("RECONCILIATION_MAX_SNAPSHOT_AGE_MINUTES")
+    @classmethod
+    def _max_age(cls, value: float) -> float:
+        if not 0 < value < float("inf"):
+            raise ValueError("must be a finite number of minutes above 0")
+        return value
+
+    @field_validator("RECONCILIATION_SNAPSHOT_RETENTION_DAYS")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be 1 or more")
+        return value
+
+    @field_validator("RECONCILIATION_LEASE_WAIT_MINUTES")
+    @classmethod
+    def _lease_wait(cls, value: float) -> float:
+        if not 0 <= value < float("inf"):
+            raise ValueError("must be a finite number of minutes, 0 or more")
+        return value
+
+    @field_validator("RECONCILIATION_LEASE_TTL_SECONDS")
+    @classmethod
+    def _lease_ttl(cls, value: float) -> float:
+        if not 1 <= value <= 3600:
+            raise ValueError("must be from 1 to 3600")
+        return value
+
+    @field_validator("RECONCILIATION_STORAGE_URL")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parse_storage_url(value)
+        except StorageUrlError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
 
     @field_validator("STRIPE_LIST_CONCURRENCY")
     @classmethod
@@ -292,13 +360,14 @@ class Settings(BaseModel):
             raise ValueError("\n".join(problems))
         return self
 
-    @field_serializer("DATABASE_URL", when_used="json")
-    def _database_url_without_password(self, value: str) -> str:
-        return hide_url_password(value)
+    @field_serializer(*URL_VARIABLES, when_used="json")
+    def _url_without_password(self, value: str | None) -> str | None:
+        return hide_url_password(value) if value else value
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            yield name, hide_url_password(value) if name == "DATABASE_URL" else value
+            hide = name in URL_VARIABLES and isinstance(value, str)
+            yield name, hide_url_password(value) if hide else value
 
     def access_policy(self) -> AccessPolicy:
         """The engine's view of these settings."""
@@ -393,7 +462,7 @@ def _explain(error: Any, values: Mapping[str, str]) -> str:
     value = values.get(name)
     if name in SECRET_VARIABLES:
         shown = "(hidden)"
-    elif name == "DATABASE_URL" and isinstance(value, str):
+    elif name in URL_VARIABLES and isinstance(value, str):
         shown = repr(hide_url_password(value))
     else:
         shown = repr(value)

@@ -18,6 +18,17 @@ from recon_pipeline.sandbox.demo import Sandbox, running_sandbox, seed_membershi
 from recon_pipeline.settings import load_settings
 
 TIMEZONE = "America/New_York"
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+
+
+def reconciliation_job_from_environment(environment: str = "") -> dg.JobDefinition:
+    """For re-executions in tests: the job built from the settings in the environment now
+    (the code location's `defs` keeps those of its first import). Dagster keeps the last
+    reconstructed job, keyed by how it is reconstructed: `environment` names the settings, so
+    another test's job is never reused."""
+    from recon_pipeline.definitions import build_definitions
+
+    return build_definitions(load_settings()).resolve_job_def("reconciliation_job")
 
 
 @dataclass
@@ -50,6 +61,36 @@ class Pipeline:
             partition_key=partition or local_day(TIMEZONE),
             run_config={"ops": {"reconciliation_fixes": {"config": config}}},
             tags=tags,
+            raise_on_error=False,
+        )
+
+    def reexecute(
+        self,
+        parent_run_id: str,
+        steps: list[str],
+        *,
+        auto_fix: bool | None = None,
+    ) -> dg.ExecutionResult:
+        """Re-execute only `steps` of `parent_run_id`, in this process, as the UI's
+        "Re-execute selected" does (the parent's partition; its config unless `auto_fix`)."""
+        parent = self.instance.get_run_by_id(parent_run_id)
+        assert parent is not None
+        config: dict[str, Any] = {**(parent.run_config or {}), **IN_PROCESS}
+        if auto_fix is not None:
+            config["ops"] = {"reconciliation_fixes": {"config": {"auto_fix": auto_fix}}}
+        job = dg.build_reconstructable_job(
+            __name__,
+            reconciliation_job_from_environment.__name__,
+            reconstructable_kwargs={"environment": f"{self.database_url} {self.sandbox.env()}"},
+        )
+        return dg.execute_job(
+            job,
+            instance=self.instance,
+            run_config=config,
+            tags={"dagster/partition": parent.tags["dagster/partition"]},
+            reexecution_options=dg.ReexecutionOptions(
+                parent_run_id=parent_run_id, step_selection=steps
+            ),
             raise_on_error=False,
         )
 

@@ -123,7 +123,7 @@ def reference_drift_issues(
         if team is None:  # the member's own cached status, checked linked or not
             own_entitled, own_status = stripe_view(own_customer)
             if (member_status in _DB_GRANTING) != own_entitled:
-                issues.append(
+                issues.extend(
                     _stale(
                         base | {IssueCol.DISCORD_ID: _text(member["discord_id"])},
                         member_status,
@@ -210,7 +210,7 @@ def reference_drift_issues(
         entitled, stripe_status = stripe_view(_text(team["stripe_customer_id"]))
         status = _text(team["subscription_status"])
         if (status in _DB_GRANTING) != entitled:
-            issues.append(
+            issues.extend(
                 _stale(
                     {
                         IssueCol.MEMBER_ID: None,
@@ -227,19 +227,25 @@ def reference_drift_issues(
     return issues
 
 
-def _stale(base: dict[str, Any], db_status: str | None, stripe_status: str | None) -> dict:
+def _stale(base: dict[str, Any], db_status: str | None, stripe_status: str | None) -> list[dict]:
+    """The STALE_DATABASE_STATUS issue of a column that disagrees with Stripe on access, if any."""
     fix = "NONE" if stripe_status is None else _FIX_STATUS.get(stripe_status, "CANCELLED")
-    return base | {
-        IssueCol.TYPE: "STALE_DATABASE_STATUS",
-        IssueCol.SEVERITY: "LOW",
-        IssueCol.STRIPE_STATUS: stripe_status,
-        IssueCol.DATABASE_STATUS: db_status,
-        IssueCol.DISCORD_ROLES: (),
-        IssueCol.EXPECTED_ROLE: None,
-        IssueCol.ROLES_TO_ADD: (),
-        IssueCol.ROLES_TO_REMOVE: (),
-        IssueCol.STATUS_FIX: fix,
-    }
+    if fix == db_status:
+        return []  # its fix would write the value already there: nothing to fix, no issue
+    return [
+        base
+        | {
+            IssueCol.TYPE: "STALE_DATABASE_STATUS",
+            IssueCol.SEVERITY: "LOW",
+            IssueCol.STRIPE_STATUS: stripe_status,
+            IssueCol.DATABASE_STATUS: db_status,
+            IssueCol.DISCORD_ROLES: (),
+            IssueCol.EXPECTED_ROLE: None,
+            IssueCol.ROLES_TO_ADD: (),
+            IssueCol.ROLES_TO_REMOVE: (),
+            IssueCol.STATUS_FIX: fix,
+        }
+    ]
 
 
 def _created(value: Any) -> int:

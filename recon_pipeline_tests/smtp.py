@@ -40,9 +40,12 @@ class _LoopbackController(Controller):
 
 @contextmanager
 def smtp_server(
-    *, username: str | None = None, password: str | None = None
+    *, username: str | None = None, password: str | None = None, smtputf8: bool = True
 ) -> Iterator[tuple[int, Inbox]]:
-    """An SMTP server on 127.0.0.1; with credentials it requires a login (no TLS on loopback)."""
+    """An SMTP server on 127.0.0.1; with credentials it requires a login (no TLS on loopback).
+
+    `smtputf8=False` makes it one of the servers that take ASCII addresses only.
+    """
     inbox = Inbox()
 
     def authenticate(
@@ -57,9 +60,9 @@ def smtp_server(
         return AuthResult(success=ok)
 
     port = free_port()
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
     if username is not None:
-        options = {"authenticator": authenticate, "auth_required": True, "auth_require_tls": False}
+        options |= {"authenticator": authenticate, "auth_required": True, "auth_require_tls": False}
     controller = _LoopbackController(inbox, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:

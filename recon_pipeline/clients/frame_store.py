@@ -1,320 +1,335 @@
-"""Day-partitioned DataFrames kept in the membership database, in the pipeline's own tables.
+"""Day-partitioned frames that belong to the run that wrote them.
 
-Each stored frame `name` lives in `recon_pipeline_frame_<name>` with a `_partition_key` column;
-`recon_pipeline_frame_catalog` says which days are stored and each column's kind, so a frame
-reads back with the dtypes it was written with (booleans stay booleans on SQLite; tuples of role
-names round-trip through JSON). Writing a day replaces that day's rows in one transaction, so a
-reader never sees half a snapshot. Because it lives in the database every Dagster process
-already reaches, runs work the same under the multiprocess executor and across hosts.
+Every stored frame is addressed by (frame name, day, run id): two runs of one day never read or
+replace each other's frames. The catalog (`recon_pipeline_stored_frame`, in the membership
+database) lists what is stored, each column's kind and what the frame says of itself (`attrs`:
+when a snapshot was taken, what a drift table was computed from); the rows live in
+`FrameBodies` (tables of a database, or Parquet files). A frame is catalogued only once its rows
+are all stored, and read back only with as many rows as were catalogued.
 
-Rows go in through the driver itself, on the caller's connection and transaction: PostgreSQL
-(psycopg 3) gets one `COPY … FROM STDIN`, SQLite one `executemany` of plain tuples; other
-drivers fall back to SQLAlchemy inserts. Reads fetch plain tuples the same way and restore the
-written order from the `_row` column in memory (an `ORDER BY` would make PostgreSQL sort a
-million wide rows, on disk beyond `work_mem`).
+Loaded frames carry their catalog entry in `DataFrame.attrs` (see `recon_pipeline.provenance`),
+so a step can tell where each of its inputs came from.
 """
 
 from __future__ import annotations
 
-import itertools
+import datetime as dt
 import json
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
-from recon_pipeline.clients.membership_db import PREFIX
-from recon_pipeline.clients.membership_db import frame_catalog_table as catalog_table
+from recon_pipeline.clients.frame_bodies import (
+    PARTITION_COLUMN,
+    RUN_COLUMN,
+    FrameBodies,
+    frame_table,
+)
+from recon_pipeline.clients.frame_codec import Columns, column_kinds
+from recon_pipeline.clients.membership_db import (
+    PREFIX,
+    frame_choice_table,
+    stored_frame_table,
+)
+from recon_pipeline.domain.provenance import STORED
 
-PARTITION_COLUMN = "_partition_key"
-ROW_COLUMN = "_row"  # keeps the written row order
-_INSERT_CHUNK = 50_000  # rows held as Python objects at a time, writing or reading
-
-_SQL_TYPES = {
-    "str": sa.Text,
-    "bool": sa.Boolean,
-    "int": sa.BigInteger,
-    "float": sa.Float,
-    "tuple": sa.Text,  # JSON array text
-}
+_LEGACY_CATALOG = f"{PREFIX}frame_catalog"  # day-keyed catalog of earlier versions
+LEGACY_RUN_ID = "before-run-isolation"  # owner of frames stored by an unknown run
+_ADOPT_LOCK_KEY = 7_310_455_112  # PostgreSQL advisory lock: one adopter at a time
 
 
 class FrameNotStoredError(LookupError):
-    """No frame is stored under that name for one or more of the requested days."""
+    """The requested frame is not stored."""
 
 
-def table_name(frame_name: str) -> str:
-    if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", frame_name):
-        raise ValueError(f"frame name {frame_name!r} must be lower-case letters, digits and _")
-    return f"{PREFIX}frame_{frame_name}"
+class FrameDamagedError(RuntimeError):
+    """A stored frame reads back with another number of rows than was stored."""
 
 
-def _kind(series: pd.Series) -> str:
-    if pd.api.types.is_bool_dtype(series):
-        return "bool"
-    if pd.api.types.is_integer_dtype(series):
-        return "int"
-    if pd.api.types.is_float_dtype(series):
-        return "float"
-    if series.dtype == object:
-        sample = series.dropna()
-        if len(sample) and isinstance(sample.iloc[0], (tuple, list)):
-            return "tuple"
-    return "str"
+@dataclass(frozen=True)
+class StoredFrame:
+    """One catalog entry."""
+
+    name: str
+    day: str
+    run_id: str
+    columns: Columns
+    row_count: int
+    written_at: dt.datetime
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """What a loaded frame carries in `attrs[STORED]` (JSON-able)."""
+        return {
+            "frame": self.name,
+            "day": self.day,
+            "run_id": self.run_id,
+            "row_count": self.row_count,
+            "written_at": self.written_at.isoformat(),
+        }
 
 
-def _encode(series: pd.Series, kind: str) -> list[object]:
-    if kind == "tuple":
-        # Few distinct role tuples, many rows: dump each distinct one once.
-        dumped: dict[tuple[Any, ...], str] = {}
-        out: list[object] = []
-        for v in series.tolist():
-            if v is None:
-                out.append(None)
-                continue
-            key = tuple(v)
-            text = dumped.get(key)
-            if text is None:
-                text = dumped[key] = json.dumps(list(key))
-            out.append(text)
-        return out
-    if kind == "str":
-        return series.astype(object).where(series.notna(), None).tolist()
-    return series.tolist()
-
-
-def _decode(series: pd.Series, kind: str) -> pd.Series:
-    if kind == "tuple":
-        loaded = {v: tuple(json.loads(v)) for v in series.dropna().unique() if isinstance(v, str)}
-        return series.map(lambda v: loaded.get(v, ()) if isinstance(v, str) else ())
-    if kind == "bool":
-        return series.fillna(False).astype(bool)
-    if kind == "int":
-        return series.astype("int64")
-    if kind == "float":
-        return series.astype("float64")
-    return series.astype("str")
-
-
-def _table(frame_name: str, columns: Sequence[tuple[str, str]]) -> sa.Table:
-    return sa.Table(
-        table_name(frame_name),
-        sa.MetaData(),
-        sa.Column(PARTITION_COLUMN, sa.Text, nullable=False, index=True),
-        sa.Column(ROW_COLUMN, sa.BigInteger, nullable=False),
-        *(sa.Column(name, _SQL_TYPES[kind]()) for name, kind in columns),
+def _entry(row: Any) -> StoredFrame:
+    return StoredFrame(
+        name=row.frame_name,
+        day=row.partition_key,
+        run_id=row.run_id,
+        columns=[tuple(c) for c in row.columns],
+        row_count=int(row.row_count),
+        written_at=row.written_at,
+        attrs=dict(row.attrs or {}),
     )
 
 
-def write_frame(
-    conn: sa.Connection,
-    frame_name: str,
-    partition_key: str,
-    frame: pd.DataFrame,
-    *,
-    run_id: str | None = None,
-) -> None:
-    """Replace the rows stored for (`frame_name`, `partition_key`) with `frame`.
-
-    Runs on the caller's connection; call it inside a transaction (`engine.begin()`).
-    """
-    columns = [(str(c), _kind(frame[c])) for c in frame.columns]
-    table = _table(frame_name, columns)
-    inspector = sa.inspect(conn)
-    if inspector.has_table(table.name):
-        existing = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in existing:  # a column added since the table was made
-                ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
-                conn.execute(sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN {ddl}'))
-        conn.execute(sa.delete(table).where(table.c[PARTITION_COLUMN] == partition_key))
-    else:
-        table.create(conn)
-    _insert_rows(
-        conn, table, [c.name for c in table.columns], _row_chunks(frame, columns, partition_key)
-    )
-    conn.execute(
-        sa.delete(catalog_table).where(
-            (catalog_table.c.frame_name == frame_name)
-            & (catalog_table.c.partition_key == partition_key)
-        )
-    )
-    conn.execute(
-        catalog_table.insert().values(
-            frame_name=frame_name,
-            partition_key=partition_key,
-            columns=[list(c) for c in columns],
-            row_count=len(frame),
-            run_id=run_id,
-        )
-    )
+@dataclass(frozen=True)
+class RetentionResult:
+    days: list[str]  # days whose frames were deleted
+    frames: int  # catalog entries deleted
+    body_rows: int  # rows (or files) deleted from the frame storage
 
 
-def _row_chunks(
-    frame: pd.DataFrame, columns: list[tuple[str, str]], partition_key: str
-) -> Iterator[list[tuple[object, ...]]]:
-    """The rows to store, a chunk at a time: only one chunk is ever held as Python objects."""
-    for start in range(0, len(frame), _INSERT_CHUNK):
-        part = frame.iloc[start : start + _INSERT_CHUNK]
-        encoded = [_encode(part[name], kind) for name, kind in columns]
-        numbers = range(start, start + len(part))
-        yield list(zip(itertools.repeat(partition_key), numbers, *encoded, strict=False))
+class FrameStore:
+    """The catalog in `catalog` (the membership database), the rows in `bodies`."""
 
+    def __init__(self, catalog: sa.Engine, bodies: FrameBodies) -> None:
+        self.catalog = catalog
+        self.bodies = bodies
 
-def _insert_rows(
-    conn: sa.Connection,
-    table: sa.Table,
-    names: list[str],
-    chunks: Iterable[list[tuple[object, ...]]],
-) -> None:
-    """Append rows (values in `names` order) to `table` on `conn`'s transaction."""
-    dbapi = conn.connection.dbapi_connection
-    quote = conn.dialect.identifier_preparer.quote
-    columns = ", ".join(quote(n) for n in names)
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        statement = f"COPY {quote(table.name)} ({columns}) FROM STDIN"
-        with dbapi.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-            for chunk in chunks:
-                for row in chunk:
-                    copy.write_row(row)
-        return
-    if conn.dialect.name == "sqlite":
-        insert = (
-            f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({', '.join('?' * len(names))})"
-        )
-        cursor = dbapi.cursor()  # type: ignore[union-attr]
-        try:
-            for chunk in chunks:
-                cursor.executemany(insert, chunk)
-        finally:
-            cursor.close()
-        return
-    for chunk in chunks:
-        conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in chunk])
+    def close(self) -> None:
+        self.bodies.close()
 
+    def write(self, name: str, day: str, run_id: str, frame: pd.DataFrame) -> StoredFrame:
+        """Store `frame` as `run_id`'s `name` of `day` (replacing that run's earlier write);
+        `frame.attrs` (JSON-able) are kept with it."""
+        columns = column_kinds(frame)
+        attrs = {k: v for k, v in frame.attrs.items() if k != STORED}
+        json.dumps(attrs)  # fail here, before any row is written, if attrs cannot be stored
+        self.bodies.write(name, day, run_id, frame, columns)
+        entry = StoredFrame(name, day, run_id, columns, len(frame), _utcnow(), attrs)
+        with self.catalog.begin() as conn:
+            _upsert_entry(conn, entry)
+        return entry
 
-def stored_partitions(conn: sa.Connection, frame_name: str) -> set[str]:
-    if not sa.inspect(conn).has_table(catalog_table.name):
-        return set()
-    rows = conn.execute(
-        sa.select(catalog_table.c.partition_key).where(catalog_table.c.frame_name == frame_name)
-    )
-    return {r[0] for r in rows}
+    def entry(self, name: str, day: str, run_id: str) -> StoredFrame | None:
+        with self.catalog.connect() as conn:
+            row = conn.execute(
+                sa.select(stored_frame_table).where(
+                    (stored_frame_table.c.frame_name == name)
+                    & (stored_frame_table.c.partition_key == day)
+                    & (stored_frame_table.c.run_id == run_id)
+                )
+            ).first()
+        return _entry(row) if row else None
 
+    def entries(
+        self, day: str, *, run_ids: list[str] | None = None, names: list[str] | None = None
+    ) -> list[StoredFrame]:
+        """The day's catalog entries (of those runs, of those frames), oldest first."""
+        t = stored_frame_table
+        where = t.c.partition_key == day
+        if run_ids is not None:
+            where &= t.c.run_id.in_(run_ids)
+        if names is not None:
+            where &= t.c.frame_name.in_(names)
+        with self.catalog.connect() as conn:
+            rows = conn.execute(sa.select(t).where(where).order_by(t.c.written_at, t.c.run_id))
+            return [_entry(row) for row in rows]
 
-def read_frame(conn: sa.Connection, frame_name: str, partition_keys: Sequence[str]) -> pd.DataFrame:
-    """The rows stored for `frame_name` on `partition_keys`, with their written dtypes.
+    def read(self, name: str, day: str, run_id: str) -> pd.DataFrame:
+        """The frame `run_id` stored as `name` of `day`, with its catalog entry in `attrs`.
 
-    Raises:
-        FrameNotStoredError: naming the days for which nothing is stored.
-    """
-    keys = list(dict.fromkeys(partition_keys))
-    catalog = {}
-    if sa.inspect(conn).has_table(catalog_table.name):
-        rows = conn.execute(
-            sa.select(catalog_table.c.partition_key, catalog_table.c.columns).where(
-                (catalog_table.c.frame_name == frame_name) & catalog_table.c.partition_key.in_(keys)
+        Raises:
+            FrameNotStoredError: naming the frame, the day and the run.
+            FrameDamagedError: the rows read back are not the rows stored.
+        """
+        entry = self.entry(name, day, run_id)
+        if entry is None:
+            raise FrameNotStoredError(f"no {name} of {day} is stored for run {run_id}")
+        frame = self.bodies.read(name, day, run_id, entry.columns)
+        if len(frame) != entry.row_count:
+            raise FrameDamagedError(
+                f"{name} of {day} stored by run {run_id} reads back {len(frame)} row(s), but "
+                f"{entry.row_count} were stored ({self.bodies.where})"
             )
-        )
-        catalog = {key: columns for key, columns in rows}
-    missing = [k for k in keys if k not in catalog]
-    if missing:
-        raise FrameNotStoredError(
-            f"no {frame_name} is stored for {', '.join(missing)}; only a day whose snapshots "
-            "were taken (by a reconciliation run on that day) can be recomputed"
-        )
-    # Each day is read with the columns it was written with, so a day stored before a column
-    # was added reads back with that column missing (NA), not with values of another kind.
-    days = [_read_day(conn, frame_name, key, [tuple(c) for c in catalog[key]]) for key in keys]
-    return pd.concat(days, ignore_index=True) if len(days) > 1 else days[0]
+        frame.attrs = {**entry.attrs, STORED: entry.describe()}
+        return frame
+
+    def latest_writer(self, name: str, day: str) -> str | None:
+        """The run that most recently stored `name` of `day`."""
+        stored = self.entries(day, names=[name])
+        return stored[-1].run_id if stored else None
+
+    def choose_source(self, reader_run_id: str, day: str, names: list[str]) -> str:
+        """The run whose `names` of `day` `reader_run_id` reads: the day's last run that stored
+        all of them, chosen on the first call and the same on every later one, so all steps of
+        the reading run see one run's frames even while other runs store new ones.
+
+        Raises:
+            FrameNotStoredError: no run stored all of them that day.
+        """
+        t, choice = stored_frame_table, frame_choice_table
+        mine = (choice.c.run_id == reader_run_id) & (choice.c.partition_key == day)
+        with self.catalog.begin() as conn:
+            chosen = conn.execute(sa.select(choice.c.source_run_id).where(mine)).scalar()
+            if chosen:
+                return chosen
+            complete = (
+                sa.select(t.c.run_id)
+                .where((t.c.partition_key == day) & t.c.frame_name.in_(names))
+                .group_by(t.c.run_id)
+                .having(sa.func.count(sa.distinct(t.c.frame_name)) == len(set(names)))
+                .order_by(sa.func.max(t.c.written_at).desc(), t.c.run_id.desc())
+                .limit(1)
+            )
+            source = conn.execute(complete).scalar()
+            if source is None:
+                raise FrameNotStoredError(
+                    f"no run of {day} stored all of {', '.join(sorted(set(names)))}; only a day "
+                    "whose snapshots were all taken (by a reconciliation run on that day) can be "
+                    "recomputed"
+                )
+            values = {"run_id": reader_run_id, "partition_key": day, "source_run_id": source}
+            conn.execute(_insert(conn, choice).values(**values).on_conflict_do_nothing())
+            return conn.execute(sa.select(choice.c.source_run_id).where(mine)).scalar_one()
+
+    def delete_days_before(
+        self, cutoff_day: str, *, latest_before: dt.datetime, batch_rows: int = 50_000
+    ) -> RetentionResult:
+        """Delete every frame of a day before `cutoff_day`, and every unpartitioned frame
+        (stored under a day that is no date) written before `latest_before`.
+
+        Catalog entries go first, so no reader finds a frame whose rows are being deleted; the
+        rows follow in batches of `batch_rows`. Run records are never touched.
+        """
+        t, choice = stored_frame_table, frame_choice_table
+        dated = t.c.partition_key < cutoff_day
+        undated_old = ~t.c.partition_key.like("____-__-__") & (t.c.written_at < latest_before)
+        with self.catalog.begin() as conn:
+            rows = conn.execute(
+                sa.select(t.c.frame_name, t.c.partition_key, t.c.run_id).where(dated | undated_old)
+            ).all()
+            conn.execute(sa.delete(t).where(dated | undated_old))
+            conn.execute(sa.delete(choice).where(choice.c.partition_key < cutoff_day))
+        body_rows = self.bodies.delete_days_before(cutoff_day, batch_rows=batch_rows)
+        for name, day, run_id in rows:
+            if not day < cutoff_day:
+                body_rows += self.bodies.delete_runs(name, day, [run_id])
+        days = sorted({day for _, day, _ in rows if day < cutoff_day})
+        return RetentionResult(days=days, frames=len(rows), body_rows=body_rows)
 
 
-def _read_day(
-    conn: sa.Connection, frame_name: str, key: str, columns: list[tuple[str, str]]
-) -> pd.DataFrame:
-    names = [ROW_COLUMN, *(name for name, _ in columns)]
-    parts = [
-        pd.DataFrame(
-            {
-                ROW_COLUMN: part[ROW_COLUMN].to_numpy(dtype="int64"),
-                **{name: _decode(part[name], kind) for name, kind in columns},
-            }
-        )
-        for part in (
-            pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
-            for rows in _select_rows(conn, _table(frame_name, columns), names, key)
-        )
-    ]
-    if not parts:
-        empty = pd.Series(dtype=object)
-        return pd.DataFrame({name: _decode(empty, kind) for name, kind in columns})
-    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    del parts
-    order = np.argsort(frame[ROW_COLUMN].to_numpy(), kind="stable")
-    if not (order[1:] > order[:-1]).all():
-        frame = frame.take(order)
-    frame = frame.drop(columns=ROW_COLUMN)
-    frame.index = np.arange(len(frame))
-    return frame
+def _insert(conn: sa.Connection, table: sa.Table) -> Any:
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
-def _select_rows(
-    conn: sa.Connection, table: sa.Table, names: list[str], key: str
-) -> Iterator[list[Any]]:
-    """That day's rows as plain tuples, in storage order, a chunk at a time."""
-    quote = conn.dialect.identifier_preparer.quote
-    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(conn.dialect.paramstyle)
-    if mark is None or conn.dialect.name not in ("sqlite", "postgresql"):
-        stmt = sa.select(*(table.c[n] for n in names)).where(table.c[PARTITION_COLUMN] == key)
-        result = conn.execute(stmt)
-        while rows := result.fetchmany(_INSERT_CHUNK):
-            yield [tuple(row) for row in rows]
-        return
-    sql = (
-        f"SELECT {', '.join(quote(n) for n in names)} FROM {quote(table.name)} "
-        f"WHERE {quote(PARTITION_COLUMN)} = {mark}"
-    )
-    dbapi: Any = conn.connection.dbapi_connection
-    if conn.dialect.driver == "psycopg" and not dbapi.autocommit:
-        # A server-side cursor streams the rows, so the driver never holds the whole day.
-        cursor = dbapi.cursor(name=f"recon_frame_read_{id(table):x}")
+def _entry_values(entry: StoredFrame) -> dict[str, Any]:
+    return {
+        "frame_name": entry.name,
+        "partition_key": entry.day,
+        "run_id": entry.run_id,
+        "columns": [list(c) for c in entry.columns],
+        "row_count": entry.row_count,
+        "attrs": entry.attrs,
+        "written_at": entry.written_at,
+    }
+
+
+def _upsert_entry(conn: sa.Connection, entry: StoredFrame) -> None:
+    values = _entry_values(entry)
+    stmt = _insert(conn, stored_frame_table).values(**values)
+    keys = ["frame_name", "partition_key", "run_id"]
+    changes = {k: stmt.excluded[k] for k in values if k not in keys}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes))
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def adopt_day_keyed_frames(engine: sa.Engine) -> int:
+    """Bring frames stored by earlier versions (one per frame and day, in the membership
+    database) into the per-run catalog, under the run that wrote them; then drop the old
+    catalog. Safe to run again, and from several processes at once (the steps of the first
+    run after an upgrade): they take turns, and the first does the work. Returns the frames
+    adopted."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(_LEGACY_CATALOG):
+            return 0
+    with engine.connect() as conn:
+        _take_turns(conn)
+        try:
+            adopted = _adopt(conn)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+    return adopted
+
+
+def _take_turns(conn: sa.Connection) -> None:
+    """Start a transaction that no other adopter runs beside."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_ADOPT_LOCK_KEY)))
     else:
-        cursor = dbapi.cursor()
-    try:
-        cursor.execute(sql, (key,))
-        while rows := cursor.fetchmany(_INSERT_CHUNK):
-            yield rows
-    finally:
-        cursor.close()
+        # SQLite's write lock, taken before the old catalog is read (pysqlite would only take
+        # it at the first write, after another adopter could have read the same rows).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def stored_row_count(conn: sa.Connection, frame_name: str, partition_key: str) -> int | None:
-    """How many rows were stored for that day, or None when nothing was."""
-    if not sa.inspect(conn).has_table(catalog_table.name):
-        return None
-    return conn.execute(
-        sa.select(catalog_table.c.row_count).where(
-            (catalog_table.c.frame_name == frame_name)
-            & (catalog_table.c.partition_key == partition_key)
-        )
-    ).scalar()
-
-
-def writer_runs(
-    conn: sa.Connection, frame_names: Sequence[str], partition_key: str
-) -> dict[str, str | None]:
-    """For each frame, the run that stored that day's rows (None when nothing is stored)."""
-    writers: dict[str, str | None] = dict.fromkeys(frame_names)
-    if not sa.inspect(conn).has_table(catalog_table.name):
-        return writers
-    rows = conn.execute(
-        sa.select(catalog_table.c.frame_name, catalog_table.c.run_id).where(
-            catalog_table.c.frame_name.in_(list(frame_names))
-            & (catalog_table.c.partition_key == partition_key)
-        )
+def _adopt(conn: sa.Connection) -> int:
+    if not sa.inspect(conn).has_table(_LEGACY_CATALOG):
+        return 0  # another process adopted them while this one waited
+    legacy = sa.table(
+        _LEGACY_CATALOG,
+        *(
+            sa.column(c)
+            for c in ("frame_name", "partition_key", "columns", "row_count", "run_id", "written_at")
+        ),
     )
-    writers.update({name: run_id for name, run_id in rows})
-    return writers
+    adopted = 0
+    tables: dict[str, sa.Table] = {}
+    for row in conn.execute(sa.select(legacy)).all():
+        columns = row.columns if isinstance(row.columns, list) else json.loads(row.columns)
+        columns = [tuple(c) for c in columns]
+        run_id = row.run_id or LEGACY_RUN_ID
+        table = tables.setdefault(row.frame_name, frame_table(row.frame_name, columns))
+        _adopt_rows(conn, table, row.partition_key, run_id)
+        entry = StoredFrame(
+            row.frame_name,
+            row.partition_key,
+            run_id,
+            columns,
+            int(row.row_count),
+            _as_datetime(row.written_at),
+        )
+        insert = _insert(conn, stored_frame_table).values(**_entry_values(entry))
+        conn.execute(insert.on_conflict_do_nothing())
+        adopted += 1
+    for table in tables.values():
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+    conn.execute(sa.text(f'DROP TABLE IF EXISTS "{_LEGACY_CATALOG}"'))
+    return adopted
+
+
+def _adopt_rows(conn: sa.Connection, table: sa.Table, day: str, run_id: str) -> None:
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(table.name):
+        return
+    if RUN_COLUMN not in {c["name"] for c in inspector.get_columns(table.name)}:
+        conn.execute(sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN "{RUN_COLUMN}" TEXT'))
+    rows = sa.table(table.name, sa.column(PARTITION_COLUMN), sa.column(RUN_COLUMN))
+    conn.execute(
+        sa.update(rows)
+        .where((rows.c[PARTITION_COLUMN] == day) & rows.c[RUN_COLUMN].is_(None))
+        .values({RUN_COLUMN: run_id})
+    )
+
+
+def _as_datetime(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value))

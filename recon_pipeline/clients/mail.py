@@ -43,9 +43,11 @@ def send_email(server: SmtpServer, message: EmailMessage) -> None:
     """Hand `message` to `server`.
 
     Raises:
-        MailError: naming the server and what went wrong.
+        MailError: naming the server and what went wrong, never the password.
     """
     where = f"{server.host}:{server.port}"
+    if server.username:
+        _check_ascii_login(server, where)
     try:
         with smtplib.SMTP(server.host, server.port, timeout=server.timeout_s) as smtp:
             smtp.ehlo()
@@ -54,10 +56,38 @@ def send_email(server: SmtpServer, message: EmailMessage) -> None:
                 smtp.ehlo()
             if server.username:
                 smtp.login(server.username, server.password or "")
+            # A non-ASCII address needs the server's SMTPUTF8, which smtplib checks for itself,
+            # raising SMTPNotSupportedError (below) when the server lacks it.
             smtp.send_message(message)
     except smtplib.SMTPAuthenticationError as exc:
         raise MailError(f"SMTP server {where} refused the login ({exc.smtp_code})") from None
     except smtplib.SMTPNotSupportedError as exc:
-        raise MailError(f"SMTP server {where} does not support {exc}") from None
+        raise MailError(f"SMTP server {where}: {exc}") from None
     except (smtplib.SMTPException, OSError) as exc:
         raise MailError(f"cannot send mail through {where}: {type(exc).__name__}: {exc}") from None
+    except UnicodeError as exc:
+        # The host name failing IDNA (an empty or over-long label), or a non-ASCII local host
+        # name in EHLO. An encode error's text quotes the offending character, so only its
+        # reason is kept.
+        reason = getattr(exc, "reason", exc)
+        raise MailError(
+            f"cannot send mail through {where}: a host name cannot be encoded ({reason}); "
+            "check the SMTP host name"
+        ) from None
+
+
+def _check_ascii_login(server: SmtpServer, where: str) -> None:
+    """smtplib encodes the AUTH credentials as ASCII and would raise UnicodeEncodeError, whose
+    text quotes a character of the password and where it is."""
+    bad = [
+        name
+        for name, value in (("username", server.username), ("password", server.password))
+        if value and not value.isascii()
+    ]
+    if bad:
+        which = " and ".join(bad)
+        raise MailError(
+            f"cannot log in to SMTP server {where}: the SMTP {which} "
+            f"{'has' if len(bad) == 1 else 'have'} non-ASCII characters, which the SMTP login "
+            f"here (Python's smtplib) cannot send; use an ASCII-only {which}"
+        )

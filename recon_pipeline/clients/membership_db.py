@@ -115,6 +115,12 @@ pipeline_run_table = sa.Table(
     sa.Column("parent_run_id", sa.Text, nullable=True, comment="the run a verification checks"),
     sa.Column("status", sa.Text, nullable=False, comment="started | succeeded | failed"),
     sa.Column("failure", sa.Text, nullable=True, comment="why the run failed, when it did"),
+    sa.Column(
+        "fixes_withheld",
+        sa.Text,
+        nullable=True,
+        comment="why a run launched with auto-fix applied no fix, when it applied none",
+    ),
     sa.Column("updated_at", timestamp_type, nullable=False, server_default=sa.func.now()),
 )
 
@@ -136,18 +142,65 @@ fix_action_table = sa.Table(
     sa.Column("applied_at", timestamp_type, nullable=False, server_default=sa.func.now()),
 )
 
-frame_catalog_table = sa.Table(
-    f"{PREFIX}frame_catalog",
+# Every stored frame: one row per (frame, day, run). A frame belongs to the run that wrote it, so
+# runs of one day never read or replace each other's frames; `attrs` is what the frame says of
+# itself (when its snapshot was taken, what it was computed from, what its step decided).
+stored_frame_table = sa.Table(
+    f"{PREFIX}stored_frame",
     metadata,
     sa.Column("frame_name", sa.Text, primary_key=True),
     sa.Column("partition_key", sa.Text, primary_key=True),
+    sa.Column("run_id", sa.Text, primary_key=True),
     sa.Column("columns", json_type, nullable=False, comment="[[name, kind], ...] in order"),
     sa.Column("row_count", sa.BigInteger, nullable=False),
-    sa.Column("run_id", sa.Text, nullable=True),
-    sa.Column("written_at", timestamp_type, nullable=False, server_default=sa.func.now()),
+    sa.Column("attrs", json_type, nullable=False, comment="provenance and step decisions"),
+    sa.Column("written_at", timestamp_type, nullable=False, comment="UTC, writer's clock"),
+    sa.Index(f"{PREFIX}stored_frame_day_idx", "partition_key"),
 )
 
-PIPELINE_TABLES = (pipeline_run_table, fix_action_table, frame_catalog_table)
+# The frames a run read from outside its own chain (a backfill, an asset-graph launch of part
+# of the job): chosen once per run and day, so every step of that run reads the same run's.
+frame_choice_table = sa.Table(
+    f"{PREFIX}input_choice",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True, comment="the run that reads"),
+    sa.Column("partition_key", sa.Text, primary_key=True),
+    sa.Column("source_run_id", sa.Text, nullable=False, comment="the run whose frames it reads"),
+)
+
+# The fixing lease (one row): the run that may change roles and statuses now, until
+# `expires_at` (seconds since the epoch on the database's clock, so hosts need not agree).
+fixing_lease_table = sa.Table(
+    f"{PREFIX}fixing_lease",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("holder_run_id", sa.Text, nullable=True),
+    sa.Column("session_id", sa.BigInteger, nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=True),
+)
+
+# Every time a run held the fixing lease, and how many changes it made (null while it holds it,
+# and forever when it died holding it). Snapshots remember the newest session they saw, so a
+# fixing step can tell whether another run changed things after its snapshots were taken.
+fixing_session_table = sa.Table(
+    f"{PREFIX}fixing_session",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("scope_id", sa.Text, nullable=False, comment="first run of its re-execution chain"),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("changes", sa.Integer, nullable=True, comment="role changes and status writes made"),
+)
+
+PIPELINE_TABLES = (
+    pipeline_run_table,
+    fix_action_table,
+    stored_frame_table,
+    frame_choice_table,
+    fixing_lease_table,
+    fixing_session_table,
+)
 
 
 # --- Connecting ---------------------------------------------------------------------------------
@@ -168,6 +221,10 @@ _PRISMA_ONLY_PARAMS = frozenset(
 )
 
 
+# Longer than the slowest single write (a million-row snapshot frame takes seconds).
+SQLITE_BUSY_TIMEOUT_S = 300.0
+
+
 class DatabaseUrlError(ValueError):
     """DATABASE_URL cannot be used."""
 
@@ -183,6 +240,10 @@ class DatabaseTarget:
         connect_args: dict[str, object] = {}
         if self.schema and self.url.get_backend_name() == "postgresql":
             connect_args["options"] = _search_path_option(self.schema)
+        if self.url.get_backend_name() == "sqlite":
+            # Steps of one run write their snapshots from parallel processes, and SQLite takes
+            # one writer at a time: a writer waits this long for another's write to finish.
+            connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
         return sa.create_engine(self.url, connect_args=connect_args, **kwargs)
 
 
@@ -338,6 +399,7 @@ class RunRecord:
     partition_key: str | None = None
     parent_run_id: str | None = None
     failure: str | None = None
+    fixes_withheld: str | None = None  # auto-fix was on, but the run applied nothing: why
 
     def app_row(self) -> dict[str, object]:
         return {
@@ -362,6 +424,7 @@ class RunRecord:
             "parent_run_id": self.parent_run_id,
             "status": "failed" if self.failure else "succeeded",
             "failure": self.failure,
+            "fixes_withheld": self.fixes_withheld,
             "updated_at": self.completed_at,
         }
 
@@ -399,7 +462,10 @@ def read_run_record(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:
     """The run's `"ReconciliationRun"` row joined with its status row, or None."""
     stmt = (
         sa.select(
-            reconciliation_run_table, pipeline_run_table.c.status, pipeline_run_table.c.failure
+            reconciliation_run_table,
+            pipeline_run_table.c.status,
+            pipeline_run_table.c.failure,
+            pipeline_run_table.c.fixes_withheld,
         )
         .outerjoin(pipeline_run_table, pipeline_run_table.c.run_id == reconciliation_run_table.c.id)
         .where(reconciliation_run_table.c.id == run_id)
@@ -432,6 +498,15 @@ def recorded_actions(conn: sa.Connection, scope_id: str) -> dict[str, str]:
     return {key: outcome for key, outcome in rows}
 
 
+def fix_notes(conn: sa.Connection, scope_id: str) -> pd.DataFrame:
+    """Every action recorded under `scope_id`: `action_key`, `outcome`, `error`."""
+    t = fix_action_table
+    rows = conn.execute(
+        sa.select(t.c.action_key, t.c.outcome, t.c.error).where(t.c.run_id == scope_id)
+    )
+    return pd.DataFrame([tuple(r) for r in rows], columns=["action_key", "outcome", "error"])
+
+
 def record_fix_action(conn: sa.Connection, scope_id: str, values: dict[str, object]) -> None:
     """Record (or update) one action's outcome under `scope_id`."""
     _upsert(conn, fix_action_table, {"run_id": scope_id, **values, "applied_at": _utcnow()})
@@ -455,7 +530,20 @@ def ensure_pipeline_tables(engine: sa.Engine) -> None:
 
 def _create_missing(engine: sa.Engine, tables: tuple[sa.Table, ...]) -> None:
     with engine.begin() as conn:
-        existing = set(sa.inspect(conn).get_table_names())
+        inspector = sa.inspect(conn)
+        existing = set(inspector.get_table_names())
         missing = [t for t in tables if t.name not in existing]
         if missing:
             metadata.create_all(conn, tables=missing, checkfirst=True)
+        for table in tables:
+            if table.name in existing:
+                _add_missing_columns(conn, inspector, table)
+
+
+def _add_missing_columns(conn: sa.Connection, inspector: Any, table: sa.Table) -> None:
+    """Columns a newer version added to one of the pipeline's own tables (all nullable)."""
+    have = {c["name"] for c in inspector.get_columns(table.name)}
+    for column in table.columns:
+        if column.name not in have and column.nullable:
+            ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+            conn.execute(sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN {ddl}'))

@@ -19,7 +19,7 @@ from typing import Any
 
 import dagster as dg
 
-from recon_pipeline.clients.frame_store import read_frame, stored_row_count, writer_runs
+from recon_pipeline.clients.frame_store import FrameStore
 from recon_pipeline.clients.membership_db import RunRecord, write_failed_run_record
 from recon_pipeline.defs import run_tags
 from recon_pipeline.defs.partitions import local_day
@@ -29,8 +29,10 @@ from recon_pipeline.defs.resources import (
     NotifierResource,
     ReconciliationPolicyResource,
 )
+from recon_pipeline.domain.fixes import issue_outcomes, plan_fix_actions
 from recon_pipeline.domain.notices import compose_notice
 from recon_pipeline.domain.report import RunSummary, issues_json
+from recon_pipeline.fixing import results_from_notes
 
 # Frames whose row count a failed run's record shows, by the record's field.
 _COUNTED_FRAMES = {
@@ -39,6 +41,7 @@ _COUNTED_FRAMES = {
     "drift_issues": "issues_found",
 }
 _FIXES_FRAME = "reconciliation_fixes"
+_DRIFT_FRAME = "drift_issues"
 # The pipeline's jobs, and the job Dagster runs when assets are materialised from the graph.
 RECORDED_JOBS = frozenset({"reconciliation_job", "verification_job", "__ASSET_JOB"})
 FIRST_LOOK_BACK_S = 24 * 3600  # how far back the sweep's first tick looks
@@ -103,10 +106,14 @@ def record_failure(
         parent_run_id=tags.get(run_tags.PARENT_RUN_ID),
         failure=failure,
     )
+    chain = run_tags.run_chain(instance, run) if run else frozenset({run_id})
+    scope = run_tags.fix_scope(run) if run else run_id
     try:
-        with membership_db.engine() as engine, engine.begin() as conn:
-            record = dataclasses.replace(known, **_stored_by(conn, run_id, partition))
-            first = write_failed_run_record(conn, record, append=append)
+        with membership_db.frame_store() as store:
+            stored = _stored_by(store, chain, scope, partition)
+            record = dataclasses.replace(known, **stored)
+            with store.catalog.begin() as conn:
+                first = write_failed_run_record(conn, record, append=append)
     except Exception:
         if notify:
             _notify_once(instance, run, known, policy, notifier, discord, log)
@@ -116,23 +123,34 @@ def record_failure(
     return record
 
 
-def _stored_by(conn: Any, run_id: str, partition: str | None) -> dict[str, Any]:
-    """Counts (and fixed issues) from the frames this run itself stored for its day."""
+def _stored_by(
+    store: FrameStore, chain: frozenset[str], scope_id: str, partition: str | None
+) -> dict[str, Any]:
+    """Counts and issues from the frames the run (or the runs it re-executes) stored for its
+    day. A run that ended inside its fixing step stored no outcomes: they are rebuilt from its
+    drift table and the notes it made before and after each change, so its record says which
+    changes were made."""
     stored: dict[str, Any] = dict.fromkeys(_COUNTED_FRAMES.values(), 0)
     if not partition:
         return stored
-    writers = writer_runs(conn, (*_COUNTED_FRAMES, _FIXES_FRAME), partition)
+    latest = {entry.name: entry for entry in store.entries(partition, run_ids=sorted(chain))}
     for name, field in _COUNTED_FRAMES.items():
-        if writers[name] == run_id:
-            stored[field] = stored_row_count(conn, name, partition) or 0
-    if writers[_FIXES_FRAME] == run_id:
-        fixes = read_frame(conn, _FIXES_FRAME, [partition])
-        summary = RunSummary.of(fixes)
-        stored.update(
-            issues_found=summary.issues_found,
-            issues_fixed=summary.issues_fixed,
-            issues=issues_json(fixes),
-        )
+        if name in latest:
+            stored[field] = latest[name].row_count
+    if _FIXES_FRAME in latest:
+        fixes = store.read(_FIXES_FRAME, partition, latest[_FIXES_FRAME].run_id)
+    elif _DRIFT_FRAME in latest:
+        drift = store.read(_DRIFT_FRAME, partition, latest[_DRIFT_FRAME].run_id)
+        actions = plan_fix_actions(drift)
+        fixes = issue_outcomes(drift, actions, results_from_notes(actions, store.catalog, scope_id))
+    else:
+        return stored
+    summary = RunSummary.of(fixes)
+    stored.update(
+        issues_found=summary.issues_found,
+        issues_fixed=summary.issues_fixed,
+        issues=issues_json(fixes),
+    )
     return stored
 
 

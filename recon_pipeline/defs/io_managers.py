@@ -1,46 +1,122 @@
-"""The IO manager: every asset's DataFrame, per day, in the membership database's own tables."""
+"""The IO manager: every asset's DataFrame, per day and per run, in the frame store.
+
+A step's output is stored as its run's; an input is read from the run that produced it: this
+run, or for a re-execution the earlier run of its chain that Dagster names. An input whose asset
+this run does not materialise at all (a backfill recomputing a past day, a launch of part of
+the job) is read from the day's last run that stored every snapshot, one run for all of this
+run's steps. Loading a day that was never stored, or one beyond the retention horizon, fails
+with a message naming the day, rather than handing downstream an empty frame that would read as
+"no drift".
+"""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import dagster as dg
 import pandas as pd
 from pydantic import ConfigDict, Field
 
-from recon_pipeline.clients.frame_store import FrameNotStoredError, read_frame, write_frame
-from recon_pipeline.defs.resources import open_engine
+from recon_pipeline.clients.frame_store import (
+    FrameDamagedError,
+    FrameNotStoredError,
+    FrameStore,
+)
+from recon_pipeline.defs.partitions import local_day
+from recon_pipeline.defs.resources import open_frame_store
 
-LATEST = "latest"
+LATEST = "latest"  # the key of an unpartitioned asset's value
+_NO_RUN = "__EPHEMERAL_RUN_ID"
+# The frames a reconciliation run snapshots; one run's set is read together.
+SNAPSHOT_FRAMES = (
+    "membership_members",
+    "membership_teams",
+    "stripe_subscriptions",
+    "discord_roles",
+    "discord_member_roles",
+)
+
+
+def oldest_kept_day(timezone: str, retention_days: int) -> str:
+    """The oldest day whose frames the retention horizon keeps."""
+    today = dt.date.fromisoformat(local_day(timezone))
+    return (today - dt.timedelta(days=retention_days)).isoformat()
 
 
 class FrameStoreIOManager(dg.ConfigurableIOManager):
-    """Stores each partition of each asset in `recon_pipeline_frame_<asset>` (see frame_store).
-
-    Loading a day that was never stored fails with a message naming the day, rather than
-    handing downstream an empty frame that would read as "no drift".
-    """
+    """Stores each asset's frame per (day, run) in the frame store (clients/frame_store)."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
     database_url: str = Field(description="DATABASE_URL", repr=False)
+    storage_url: str | None = Field(
+        default=None, description="RECONCILIATION_STORAGE_URL (may hold a password)", repr=False
+    )
+    timezone: str = Field(description="RECONCILIATION_TIMEZONE")
+    retention_days: int = Field(description="RECONCILIATION_SNAPSHOT_RETENTION_DAYS")
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         name = context.asset_key.path[-1]
-        # An unpartitioned asset (the verification report) keeps its latest value.
-        [key] = context.asset_partition_keys if context.has_asset_partitions else [LATEST]
-        engine = open_engine(self.database_url)
-        try:
-            with engine.begin() as conn:
-                write_frame(conn, name, key, obj, run_id=context.run_id)
-        finally:
-            engine.dispose()
+        [day] = context.asset_partition_keys if context.has_asset_partitions else [LATEST]
+        with open_frame_store(self.database_url, self.storage_url) as store:
+            store.write(name, day, context.run_id, obj)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         name = context.asset_key.path[-1]
-        engine = open_engine(self.database_url)
+        keys = context.asset_partition_keys if context.has_asset_partitions else [LATEST]
+        if len(keys) != 1:
+            raise dg.Failure(
+                description=f"{name}: one day at a time, not {len(keys)} ({keys[0]}…{keys[-1]})",
+                allow_retries=False,
+            )
+        [day] = keys
+        self._refuse_beyond_horizon(name, day)
         try:
-            with engine.connect() as conn:
-                keys = context.asset_partition_keys if context.has_asset_partitions else [LATEST]
-                return read_frame(conn, name, keys)
-        except FrameNotStoredError as exc:
+            with open_frame_store(self.database_url, self.storage_url) as store:
+                run_id = _producing_run(context) or _chosen_run(context, store, name, day)
+                frame = store.read(name, day, run_id)
+        except (FrameNotStoredError, FrameDamagedError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        finally:
-            engine.dispose()
+        context.add_input_metadata({"read_from_run": run_id})
+        return frame
+
+    def _refuse_beyond_horizon(self, name: str, day: str) -> None:
+        if day == LATEST:
+            return
+        oldest = oldest_kept_day(self.timezone, self.retention_days)
+        if day < oldest:
+            raise dg.Failure(
+                description=(
+                    f"cannot read {name} of {day}: it is beyond the snapshot retention horizon "
+                    f"(RECONCILIATION_SNAPSHOT_RETENTION_DAYS={self.retention_days}: the oldest "
+                    f"day kept is {oldest})"
+                ),
+                metadata={"day": day, "oldest_kept_day": oldest},
+                allow_retries=False,
+            )
+
+
+def _producing_run(context: dg.InputContext) -> str | None:
+    """The run that produced this input in this run's plan (this run, or for a re-execution the
+    run of its chain Dagster found it in); None for an asset this run does not materialise."""
+    upstream = context.upstream_output
+    if upstream is None:
+        return None
+    try:
+        run_id = upstream.run_id
+    except dg.DagsterInvariantViolationError:
+        return None
+    # Dagster fills an upstream it does not produce in this plan with a placeholder run id.
+    return None if run_id == _NO_RUN else run_id
+
+
+def _chosen_run(context: dg.InputContext, store: FrameStore, name: str, day: str) -> str:
+    reader = context.step_context.run_id
+    if name in SNAPSHOT_FRAMES:
+        return store.choose_source(reader, day, list(SNAPSHOT_FRAMES))
+    writer = store.latest_writer(name, day)
+    if writer is None:
+        raise FrameNotStoredError(
+            f"no {name} is stored for {day}; only a day whose snapshots were taken (by a "
+            "reconciliation run on that day) can be recomputed"
+        )
+    return writer

@@ -6,9 +6,10 @@ variable's name, never its value.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -16,12 +17,15 @@ import sqlalchemy as sa
 from pydantic import ConfigDict, Field
 
 from recon_pipeline.clients.discord import DiscordClient, DiscordError
+from recon_pipeline.clients.frame_bodies import open_frame_bodies
+from recon_pipeline.clients.frame_store import FrameStore, adopt_day_keyed_frames
 from recon_pipeline.clients.mail import MailError, SmtpServer, build_message, send_email
 from recon_pipeline.clients.membership_db import ensure_pipeline_tables, parse_database_url
 from recon_pipeline.clients.stripe import StripeBilling
 from recon_pipeline.domain.fixes import GuardPolicy
 from recon_pipeline.domain.notices import Notice, discord_message
 from recon_pipeline.domain.policy import AccessPolicy, ManagedRoles
+from recon_pipeline.fix_step import FixSettings
 
 
 def open_engine(database_url: str) -> sa.Engine:
@@ -35,11 +39,18 @@ def open_engine(database_url: str) -> sa.Engine:
 
 
 class MembershipDbResource(dg.ConfigurableResource):
-    """The membership database: the app's `"Member"`, `"Team"` and `"ReconciliationRun"`."""
+    """The membership database: the app's `"Member"`, `"Team"` and `"ReconciliationRun"`, and
+    the pipeline's own tables (stored frames' catalog, the fixing lease, run status)."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
     database_url: str = Field(
         description="DATABASE_URL (may hold a password: set via env)", repr=False
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="RECONCILIATION_STORAGE_URL: where stored frames' rows live (empty: in this "
+        "database)",
+        repr=False,
     )
 
     @contextmanager
@@ -49,6 +60,22 @@ class MembershipDbResource(dg.ConfigurableResource):
             yield engine
         finally:
             engine.dispose()
+
+    def frame_store(self) -> AbstractContextManager[FrameStore]:
+        """The stored frames: catalog in this database, rows where `storage_url` says."""
+        return open_frame_store(self.database_url, self.storage_url)
+
+
+@contextmanager
+def open_frame_store(database_url: str, storage_url: str | None) -> Iterator[FrameStore]:
+    engine = open_engine(database_url)
+    store = FrameStore(engine, open_frame_bodies(storage_url, engine))
+    try:
+        adopt_day_keyed_frames(engine)
+        yield store
+    finally:
+        store.close()
+        engine.dispose()
 
 
 class StripeResource(dg.ConfigurableResource):
@@ -92,6 +119,10 @@ class ReconciliationPolicyResource(dg.ConfigurableResource):
     guard_floor: int = Field(description="RECONCILIATION_GUARD_FLOOR")
     guard_fraction: float = Field(description="RECONCILIATION_GUARD_FRACTION")
     timezone: str = Field(description="RECONCILIATION_TIMEZONE")
+    max_snapshot_age_minutes: float = Field(description="RECONCILIATION_MAX_SNAPSHOT_AGE_MINUTES")
+    retention_days: int = Field(description="RECONCILIATION_SNAPSHOT_RETENTION_DAYS")
+    lease_wait_minutes: float = Field(description="RECONCILIATION_LEASE_WAIT_MINUTES")
+    lease_ttl_seconds: float = Field(description="RECONCILIATION_LEASE_TTL_SECONDS")
 
     def access_policy(self) -> AccessPolicy:
         return AccessPolicy(
@@ -105,6 +136,15 @@ class ReconciliationPolicyResource(dg.ConfigurableResource):
 
     def guard_policy(self) -> GuardPolicy:
         return GuardPolicy(floor=self.guard_floor, fraction=self.guard_fraction)
+
+    def fix_settings(self) -> FixSettings:
+        return FixSettings(
+            roles=self.managed_roles(),
+            guard=self.guard_policy(),
+            max_snapshot_age=dt.timedelta(minutes=self.max_snapshot_age_minutes),
+            lease_wait=dt.timedelta(minutes=self.lease_wait_minutes),
+            lease_ttl_s=self.lease_ttl_seconds,
+        )
 
 
 class NotifierResource(dg.ConfigurableResource):
@@ -138,21 +178,45 @@ class NotifierResource(dg.ConfigurableResource):
         discord: DiscordResource,
     ) -> dict[str, str]:
         """Send `notice` wherever configured (the admin channel through `discord`'s bot);
-        what happened per channel."""
+        what happened per channel.
+
+        Never raises: each channel is tried on its own, and one that fails is logged and
+        reported as "failed: …" while the other still goes out.
+        """
+        secrets = [value for value in (self.smtp_password, discord.bot_token) if value]
+
+        def failed(channel: str, exc: Exception) -> str:
+            if isinstance(exc, MailError | DiscordError):
+                text = str(exc)  # the clients' own errors, written to be shown
+            else:
+                # Anything else (a client's argument check, or something unforeseen) may quote a
+                # configured value: logged with the secrets masked, and without a traceback,
+                # which would repeat the text unmasked.
+                text = f"{type(exc).__name__}: {exc}"
+            for secret in secrets:
+                text = text.replace(secret, "***")
+            log.error(f"admin notice {channel} failed: {text}")
+            return f"failed: {text}"
+
         sent = {"email": "not configured", "discord": "not configured"}
+        # A notice never fails the run (SPEC §7), whatever a channel raises.
         if self.admin_email:
-            sent["email"] = self._email(notice, log)
+            try:
+                sent["email"] = self._email(notice, log)
+            except Exception as exc:
+                sent["email"] = failed(f"email to {self.admin_email}", exc)
         if self.admin_channel_id:
             try:
                 with discord.client() as client:
                     client.send_message(self.admin_channel_id, discord_message(notice))
                 sent["discord"] = "sent"
-            except (DiscordError, ValueError) as exc:
-                log.error(f"admin notice to Discord channel {self.admin_channel_id} failed: {exc}")
-                sent["discord"] = f"failed: {exc}"
+            except Exception as exc:
+                sent["discord"] = failed(f"to Discord channel {self.admin_channel_id}", exc)
         return sent
 
     def _email(self, notice: Notice, log: logging.Logger | dg.DagsterLogManager) -> str:
+        """Returns "printed" or "sent"; raises when the mail cannot go out (MailError, as a
+        rule)."""
         message = build_message(
             sender=self.from_address or self.admin_email or "",
             recipient=self.admin_email or "",
@@ -169,9 +233,5 @@ class NotifierResource(dg.ConfigurableResource):
             username=self.smtp_username,
             password=self.smtp_password,
         )
-        try:
-            send_email(server, message)
-        except MailError as exc:
-            log.error(f"admin notice email to {self.admin_email} failed: {exc}")
-            return f"failed: {exc}"
+        send_email(server, message)
         return "sent"

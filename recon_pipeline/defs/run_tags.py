@@ -12,11 +12,11 @@ ROOT_RUN_ID = "dagster/root_run_id"
 REEXECUTED_RUN_ID = "dagster/parent_run_id"  # on a re-execution: the run it re-executes
 PARTITION = "dagster/partition"
 TRIGGERED_BY = "recon/triggered_by"  # set by the schedule and by the verification sensor
-AUTO_FIX = "recon/auto_fix"  # "true" | "false", set once the run knows
+AUTO_FIX = "recon/auto_fix"  # "true" | "false": whether the run was asked to fix
+FIXES_WITHHELD = "recon/fixes_withheld"  # why a run asked to fix applied nothing (a code)
 ISSUES_FIXED = "recon/issues_fixed"
 FIXES_APPLIED = "recon/fixes_applied"  # "true" once a run fixed at least one issue
 GUARD = "recon/guard"  # "ok" | "tripped" | "overridden"
-GUARD_DETAIL = "recon/guard_detail"  # the guard's numbers, for notices
 PARENT_RUN_ID = "recon/parent_run_id"  # on a verification run: the run it verifies
 FAILURE_NOTIFIED = "recon/failure_notified"  # "true" once the admins heard the run failed
 
@@ -36,13 +36,19 @@ def fix_scope(run: dg.DagsterRun) -> str:
     return run.root_run_id or run.tags.get(ROOT_RUN_ID) or run.run_id
 
 
-def own_runs(run: dg.DagsterRun) -> set[str]:
+def run_chain(instance: dg.DagsterInstance, run: dg.DagsterRun) -> frozenset[str]:
     """The runs whose stored outputs count as this run's own: itself and, for a re-execution,
-    the runs it re-executes (whose successful steps it did not repeat). Dagster records the
-    chain on the run itself; runs launched from the UI also carry it in tags."""
-    chain = {run.run_id, run.root_run_id, run.parent_run_id}
-    chain |= {run.tags.get(ROOT_RUN_ID), run.tags.get(REEXECUTED_RUN_ID)}
-    return {run_id for run_id in chain if run_id}
+    every run it re-executes back to the first (whose successful steps it did not repeat).
+    Dagster records the chain on the run itself; runs launched from the UI also carry it in
+    tags."""
+    chain: set[str] = set()
+    current: dg.DagsterRun | None = run
+    while current is not None and current.run_id not in chain:
+        chain.add(current.run_id)
+        parent = current.parent_run_id or current.tags.get(REEXECUTED_RUN_ID)
+        current = instance.get_run_by_id(parent) if parent else None
+    root = run.root_run_id or run.tags.get(ROOT_RUN_ID)
+    return frozenset(chain | ({root} if root else set()))
 
 
 def utcnow() -> dt.datetime:

@@ -1,14 +1,15 @@
 """Bad data in the snapshots: what to warn about, and which fixes it makes unsafe.
 
-The drift engine decides each member on its own (SPEC §4). Two kinds of bad data would turn
+The drift engine decides each member on its own (SPEC §4). Some kinds of bad data would turn
 that into a wrong change, so their fixes are withheld (the issue is still reported, with the
 reason in its description):
 
 - one Discord account linked to several member records: each record would pull the account's
   roles its own way (a paying member's role removed because a lapsed record shares the id, then
   granted back the next day);
-- a Stripe status this product does not know: access is not taken away on a status whose
-  meaning is unknown;
+- a Stripe status this product does not know, on any subscription of the billing customer (not
+  only the one whose status is reported): access is not taken away, nor a cached status
+  downgraded, while a status whose meaning is unknown might be the one that pays;
 - a guild account whose id is written, malformed, in a member record (`<@1003>`, `1003.0`): the
   account looks orphaned only because its member's link cannot be read, so its roles stay.
 
@@ -32,6 +33,7 @@ from recon_pipeline.domain.columns import (
 from recon_pipeline.domain.drift import discord_id_keys
 from recon_pipeline.domain.fixes import WITHHELD
 from recon_pipeline.domain.policy import (
+    DATABASE_GRANTING_STATUSES,
     STRIPE_SUBSCRIPTION_STATUSES,
     DriftType,
     SeatTier,
@@ -49,18 +51,29 @@ _ACCESS_TYPES = frozenset(
 )
 
 
-def withhold_unsafe_fixes(issues: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+def withhold_unsafe_fixes(
+    issues: pd.DataFrame,
+    members: pd.DataFrame,
+    *,
+    teams: pd.DataFrame,
+    subscriptions: pd.DataFrame,
+) -> pd.DataFrame:
     """The issue table with no fix planned where bad data makes the fix unsafe.
 
     A withheld issue keeps its type and severity; its `roles_to_add` and `roles_to_remove`
-    become empty (so no action is planned for it) and its description ends with why.
+    become empty and its `status_fix` missing (so no action is planned for it), and its
+    description ends with why.
 
     Args:
         issues: the drift issue table (`IssueCol`).
         members: the `"Member"` snapshot the table was computed from (`MemberCol`).
+        teams: the `"Team"` snapshot the table was computed from (`TeamCol`).
+        subscriptions: the Stripe subscriptions it was computed from (`SubscriptionCol`).
     """
     require_columns(issues, IssueCol.ALL, "drift issues")
     require_columns(members, MemberCol.ALL, "members")
+    require_columns(teams, TeamCol.ALL, "teams")
+    require_columns(subscriptions, SubscriptionCol.ALL, "Stripe subscriptions")
     frame = issues.reset_index(drop=True).copy()
     reasons = pd.Series(None, index=frame.index, dtype="str")
     access = frame[IssueCol.TYPE].isin(list(_ACCESS_TYPES))
@@ -87,23 +100,30 @@ def withhold_unsafe_fixes(issues: pd.DataFrame, members: pd.DataFrame) -> pd.Dat
                 "account's id written wrongly; correct it in the database first"
             )
 
-    status = frame[IssueCol.STRIPE_STATUS]
-    unknown = (
-        (frame[IssueCol.TYPE] == DriftType.UNAUTHORIZED_ACCESS)
-        & status.notna()
-        & ~status.isin(list(STRIPE_SUBSCRIPTION_STATUSES))
+    unknown = _unknown_statuses_of_billing_customers(frame, members, teams, subscriptions)
+    removal = (frame[IssueCol.TYPE] == DriftType.UNAUTHORIZED_ACCESS) & unknown.notna()
+    removal &= reasons.isna()
+    reasons[removal] = unknown[removal].map(
+        lambda statuses: _unknown_reason(statuses, "access is not taken away")
+    )
+    fix = frame[IssueCol.STATUS_FIX]
+    downgrade = (
+        (frame[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS)
+        & frame[IssueCol.DATABASE_STATUS].isin(list(DATABASE_GRANTING_STATUSES))
+        & fix.notna()
+        & ~fix.isin(list(DATABASE_GRANTING_STATUSES))
+        & unknown.notna()
         & reasons.isna()
     )
-    reasons[unknown] = (
-        "Stripe status '"
-        + status[unknown].astype("str")
-        + "' is not one recon_pipeline knows, so access is not taken away on it"
+    reasons[downgrade] = unknown[downgrade].map(
+        lambda statuses: _unknown_reason(statuses, "the database status is not downgraded")
     )
 
     withheld = reasons.notna()
     if withheld.any():
         for col in (IssueCol.ROLES_TO_ADD, IssueCol.ROLES_TO_REMOVE):
             frame[col] = frame[col].where(~withheld, pd.Series([()] * len(frame), dtype=object))
+        frame[IssueCol.STATUS_FIX] = frame[IssueCol.STATUS_FIX].where(~withheld)
         frame[IssueCol.DESCRIPTION] = frame[IssueCol.DESCRIPTION].where(
             ~withheld, frame[IssueCol.DESCRIPTION] + WITHHELD + reasons
         )
@@ -181,6 +201,61 @@ def data_anomalies(
             "access is taken away on them"
         )
     return found
+
+
+def _unknown_statuses_of_billing_customers(
+    issues: pd.DataFrame, members: pd.DataFrame, teams: pd.DataFrame, subscriptions: pd.DataFrame
+) -> pd.Series:
+    """Per issue, the statuses recon_pipeline does not know among its billing customer's
+    subscriptions, as a sorted tuple; missing when there are none.
+
+    The billing customer (SPEC §3) is the team's when the issue names a team (the engine names
+    only teams that exist), else the member's own.
+    """
+    found = pd.Series(None, index=issues.index, dtype=object)
+    status = subscriptions[SubscriptionCol.STATUS]
+    unknown = status.notna() & ~status.isin(list(STRIPE_SUBSCRIPTION_STATUSES))
+    if not unknown.any():
+        return found
+    by_customer = (
+        pd.DataFrame(
+            {
+                "customer": subscriptions.loc[unknown, SubscriptionCol.CUSTOMER_ID],
+                "status": status[unknown],
+            }
+        )
+        .dropna()
+        .astype("str")
+        .drop_duplicates()
+        .sort_values("status")
+        .groupby("customer")["status"]
+        .agg(tuple)
+    )
+
+    def by_record(ids: pd.Series, customers: pd.Series) -> pd.Series:
+        """Record id → its customer's unknown statuses, for records whose customer has any."""
+        statuses = pd.Series(customers.astype("str").map(by_customer).to_numpy(), index=ids)
+        statuses = statuses[statuses.notna() & statuses.index.notna()]
+        # A duplicated id (the database forbids it) counts if any of its records does.
+        return statuses.groupby(level=0).first()
+
+    teams = teams.drop_duplicates(TeamCol.ID)  # as the engine does: the first row of an id
+    of_team = by_record(teams[TeamCol.ID].astype("str"), teams[TeamCol.STRIPE_CUSTOMER_ID])
+    of_member = by_record(
+        members[MemberCol.ID].astype("str"), members[MemberCol.STRIPE_CUSTOMER_ID]
+    )
+    in_team = issues[IssueCol.TEAM_ID].notna()
+    found[in_team] = issues.loc[in_team, IssueCol.TEAM_ID].map(of_team)
+    own = ~in_team & issues[IssueCol.MEMBER_ID].notna()
+    found[own] = issues.loc[own, IssueCol.MEMBER_ID].map(of_member)
+    return found
+
+
+def _unknown_reason(statuses: tuple[str, ...], consequence: str) -> str:
+    quoted = ", ".join(f"'{s}'" for s in statuses)
+    if len(statuses) == 1:
+        return f"Stripe status {quoted} is not one recon_pipeline knows, so {consequence} on it"
+    return f"Stripe statuses {quoted} are not ones recon_pipeline knows, so {consequence} on them"
 
 
 def _shared_accounts(members: pd.DataFrame) -> pd.Series:

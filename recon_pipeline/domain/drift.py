@@ -112,10 +112,17 @@ def find_drift_issues(
 class _Customers:
     """Per customer code: entitled, and the row of the subscription whose status is reported."""
 
-    def __init__(self, entitled: np.ndarray, reported_row: np.ndarray) -> None:
+    def __init__(self, entitled: np.ndarray, reported_row: np.ndarray, statuses: pd.Series) -> None:
         # Both arrays end in a sentinel slot, so code -1 (no customer) reads "not entitled".
         self.entitled = entitled
         self.reported_row = reported_row
+        self._statuses = statuses
+
+    def status_fix(self, codes: np.ndarray) -> np.ndarray:
+        """The value a STALE_DATABASE_STATUS fix writes for each customer code (SPEC §4)."""
+        stripe = pd.Series(_take(self._statuses, self.reported_row[codes]), dtype="str")
+        fix = stripe.map(STRIPE_TO_DATABASE_STATUS).fillna(SubscriptionStatus.CANCELLED.value)
+        return fix.where(stripe.notna(), SubscriptionStatus.NONE.value).to_numpy(dtype=object)
 
 
 def _summarize_customers(
@@ -155,7 +162,7 @@ def _summarize_customers(
         ).sort_values(["code", "id"])
         last = ties.drop_duplicates("code", keep="last")
         reported_row[last["code"].to_numpy()] = last["row"].to_numpy()
-    return _Customers(entitled, reported_row)
+    return _Customers(entitled, reported_row, subscriptions[SubscriptionCol.STATUS])
 
 
 class _GuildIndex:
@@ -327,8 +334,9 @@ def _stale_team_issues(
 ) -> pd.DataFrame:
     """STALE_DATABASE_STATUS for each team's own cached status."""
     entitled = customers.entitled[team_cust]
-    db_grants = teams[TeamCol.SUBSCRIPTION_STATUS].isin(list(DATABASE_GRANTING_STATUSES))
-    rows = np.flatnonzero(db_grants.to_numpy() != entitled)
+    status = teams[TeamCol.SUBSCRIPTION_STATUS]
+    rows = np.flatnonzero(status.isin(list(DATABASE_GRANTING_STATUSES)).to_numpy() != entitled)
+    rows, fix = _changing(rows, status, team_cust, customers)
     picked = teams.iloc[rows]
     return pd.DataFrame(
         {
@@ -337,6 +345,7 @@ def _stale_team_issues(
             IssueCol.TEAM_ID: picked[TeamCol.ID].to_numpy(),
             IssueCol.TEAM_NAME: picked[TeamCol.NAME].to_numpy(),
             IssueCol.DATABASE_STATUS: picked[TeamCol.SUBSCRIPTION_STATUS].to_numpy(),
+            IssueCol.STATUS_FIX: fix,
             "reported_row": customers.reported_row[team_cust[rows]],
             "stale_subject": "team",
         }
@@ -351,8 +360,10 @@ def _stale_member_issues(
 ) -> pd.DataFrame:
     """STALE_DATABASE_STATUS for members outside an existing team, linked or not."""
     entitled = customers.entitled[member_cust]
-    db_grants = members[MemberCol.SUBSCRIPTION_STATUS].isin(list(DATABASE_GRANTING_STATUSES))
-    rows = np.flatnonzero((member_team_row < 0) & (db_grants.to_numpy() != entitled))
+    status = members[MemberCol.SUBSCRIPTION_STATUS]
+    db_grants = status.isin(list(DATABASE_GRANTING_STATUSES)).to_numpy()
+    rows = np.flatnonzero((member_team_row < 0) & (db_grants != entitled))
+    rows, fix = _changing(rows, status, member_cust, customers)
     picked = members.iloc[rows]
     return pd.DataFrame(
         {
@@ -361,10 +372,25 @@ def _stale_member_issues(
             IssueCol.MEMBER_ID: picked[MemberCol.ID].to_numpy(),
             IssueCol.DISCORD_ID: picked[MemberCol.DISCORD_ID].to_numpy(),
             IssueCol.DATABASE_STATUS: picked[MemberCol.SUBSCRIPTION_STATUS].to_numpy(),
+            IssueCol.STATUS_FIX: fix,
             "reported_row": customers.reported_row[member_cust[rows]],
             "stale_subject": "member",
         }
     )
+
+
+def _changing(
+    rows: np.ndarray, status: pd.Series, customer: np.ndarray, customers: _Customers
+) -> tuple[np.ndarray, np.ndarray]:
+    """The stale `rows` whose fix would change their column, and the value it writes.
+
+    A column can disagree with Stripe on access and still hold what its fix writes (PAST_DUE when
+    `past_due` does not grant, CANCELLED when `unpaid` does): rewriting it would be "fixed" every
+    day and change nothing, so such a row is no issue.
+    """
+    fix = customers.status_fix(customer[rows])
+    changes = fix != _take(status, rows)
+    return rows[changes], fix[changes]
 
 
 def _flag(column: pd.Series) -> np.ndarray:
@@ -457,13 +483,6 @@ def _finish(
     issues[IssueCol.ROLES_TO_REMOVE] = issues["remove"].map(names)
     single = dict(zip(_BITS, policy.roles.names(), strict=True))
     issues[IssueCol.EXPECTED_ROLE] = issues["expected"].map(single)
-    fix = np.where(
-        stripe.isna(),
-        SubscriptionStatus.NONE.value,
-        stripe.map(STRIPE_TO_DATABASE_STATUS).fillna(SubscriptionStatus.CANCELLED.value),
-    )
-    stale = (issues[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS).to_numpy()
-    issues[IssueCol.STATUS_FIX] = np.where(stale, fix, None)
     issues[IssueCol.DESCRIPTION] = _describe(issues, names)
 
     ordered = issues.reindex(columns=IssueCol.ALL)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from recon_pipeline.domain.columns import GuildMemberRoleCol, IssueCol, require_columns
-from recon_pipeline.domain.policy import DriftType
+from recon_pipeline.domain.policy import DATABASE_GRANTING_STATUSES, DriftType
 
 WITHHELD = "; not fixed: "  # joins an issue's description to why its fix is withheld
 
@@ -46,7 +46,9 @@ class ActionCol:
     TEAM_ID = "team_id"
     DISCORD_ID = "discord_id"
     VALUE = "value"  # role name, or the status written
-    REMOVAL_ONLY = "removal_only"  # the issue's fix only takes roles away (guarded)
+    # The issue's fix only takes access away (roles, or a cached status that granted it):
+    # the blast-radius guard holds these back.
+    REMOVAL_ONLY = "removal_only"
 
     ALL = (ISSUE, KEY, KIND, TYPE, MEMBER_ID, TEAM_ID, DISCORD_ID, VALUE, REMOVAL_ONLY)
 
@@ -129,13 +131,33 @@ def count_role_holders(guild_member_roles: pd.DataFrame, managed_role_ids: set[s
     return int(guild_member_roles.loc[holds, GuildMemberRoleCol.DISCORD_ID].nunique())
 
 
+def status_downgrades(issues: pd.DataFrame) -> pd.Series:
+    """STALE_DATABASE_STATUS issues whose fix rewrites a granting cached status to a
+    non-granting one: a removal of access as far as the app is concerned (a Stripe key of the
+    wrong account would otherwise rewrite every paying member's status)."""
+    granting = [s.value for s in DATABASE_GRANTING_STATUSES]
+    fix = issues[IssueCol.STATUS_FIX]
+    return (
+        (issues[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS)
+        & issues[IssueCol.DATABASE_STATUS].isin(granting)
+        & fix.notna()  # missing where bad data withheld it
+        & ~fix.isin(granting)
+    )
+
+
+def takes_access_away(issues: pd.DataFrame) -> pd.Series:
+    """Issues whose planned fix only takes access away: the ones the guard counts and holds."""
+    removal_only = issues[IssueCol.TYPE].isin(list(REMOVAL_ONLY_TYPES))
+    has_removal = issues[IssueCol.ROLES_TO_REMOVE].map(len).astype("bool")  # none if withheld
+    return (removal_only & has_removal) | status_downgrades(issues)
+
+
 def evaluate_guard(
     issues: pd.DataFrame, holders: int, policy: GuardPolicy, *, override: bool = False
 ) -> GuardDecision:
-    """Count the accounts whose fix only removes roles and decide whether the guard trips."""
-    removal_only = issues[IssueCol.TYPE].isin(list(REMOVAL_ONLY_TYPES))
-    has_removal = issues[IssueCol.ROLES_TO_REMOVE].map(len).astype("bool")  # none if withheld
-    removals = int((removal_only & has_removal).sum())
+    """Count the issues whose fix only takes access away (role removals and status downgrades)
+    and decide whether the guard trips."""
+    removals = int(takes_access_away(issues).sum())
     return GuardDecision(removals, holders, policy.floor, policy.fraction, overridden=override)
 
 
@@ -147,17 +169,20 @@ def plan_fix_actions(issues: pd.DataFrame) -> pd.DataFrame:
     """
     require_columns(issues, IssueCol.ALL, "drift issues")
     frame = issues.reset_index(drop=True)
+    guarded = takes_access_away(frame).to_numpy()
     parts = []
     for kind, column in ((ActionKind.REMOVE_ROLE, IssueCol.ROLES_TO_REMOVE),
                          (ActionKind.ADD_ROLE, IssueCol.ROLES_TO_ADD)):  # fmt: skip
         roles = frame[column].map(lambda v: tuple(v) if isinstance(v, (tuple, list)) else ())
         exploded = roles.explode().dropna()
-        parts.append(_actions(frame, exploded.index.to_numpy(), kind, exploded.to_numpy()))
-    stale = frame[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS
-    rows = np.flatnonzero(stale.to_numpy())
-    parts.append(
-        _actions(frame, rows, ActionKind.SET_STATUS, frame[IssueCol.STATUS_FIX].to_numpy()[rows])
+        rows = exploded.index.to_numpy()
+        parts.append(_actions(frame, rows, kind, exploded.to_numpy(), guarded[rows]))
+    stale = (frame[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS) & (
+        frame[IssueCol.STATUS_FIX].notna()  # missing where bad data withheld it: nothing to write
     )
+    rows = np.flatnonzero(stale.to_numpy())
+    statuses = frame[IssueCol.STATUS_FIX].to_numpy()[rows]
+    parts.append(_actions(frame, rows, ActionKind.SET_STATUS, statuses, guarded[rows]))
     actions = pd.concat(parts, ignore_index=True)
     order = {ActionKind.ADD_ROLE: 0, ActionKind.REMOVE_ROLE: 1, ActionKind.SET_STATUS: 2}
     actions["_order"] = actions[ActionCol.KIND].map(order)
@@ -165,7 +190,13 @@ def plan_fix_actions(issues: pd.DataFrame) -> pd.DataFrame:
     return actions.drop(columns="_order").reset_index(drop=True)
 
 
-def _actions(frame: pd.DataFrame, rows: np.ndarray, kind: ActionKind, values: np.ndarray):
+def _actions(
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+    kind: ActionKind,
+    values: np.ndarray,
+    guarded: np.ndarray,
+) -> pd.DataFrame:
     picked = frame.iloc[rows]
     subject = (
         picked[IssueCol.MEMBER_ID]
@@ -183,7 +214,7 @@ def _actions(frame: pd.DataFrame, rows: np.ndarray, kind: ActionKind, values: np
             ActionCol.TEAM_ID: picked[IssueCol.TEAM_ID],
             ActionCol.DISCORD_ID: picked[IssueCol.DISCORD_ID],
             ActionCol.VALUE: values,
-            ActionCol.REMOVAL_ONLY: picked[IssueCol.TYPE].isin(list(REMOVAL_ONLY_TYPES)),
+            ActionCol.REMOVAL_ONLY: guarded.astype(bool),
         },
         columns=list(ActionCol.ALL),
     ).astype(

@@ -48,6 +48,8 @@ def compose_notice(
         subject = f"[recon_pipeline] {kind}: {record.get('issuesFound', 0)} issue(s) found"
     if record.get("isVerificationRun"):
         fixes = "a re-check only: nothing was changed; these fixes did not hold"
+    elif record.get("fixesWithheld"):
+        fixes = f"auto-fix on, but no fix was applied: {record['fixesWithheld']}"
     elif record.get("autoFixEnabled"):
         fixes = f"auto-fix on: {record.get('issuesFixed', 0)} of {len(issues)} issue(s) fixed"
     else:

@@ -88,6 +88,8 @@ def format_run_report(record: dict[str, Any], *, examples: int = 3) -> str:
     """A plain-text report of one `"ReconciliationRun"` row (with its status columns)."""
     issues = record.get("issues") or []
     mode = "auto-fix on" if record.get("autoFixEnabled") else "dry run (auto-fix off)"
+    if record.get("fixes_withheld"):
+        mode = "auto-fix on, no fix applied"
     lines = [
         f"Run {record['id']} ({record.get('triggeredBy')}, {mode}): "
         f"{record.get('status', 'unknown')}",
@@ -97,6 +99,8 @@ def format_run_report(record: dict[str, Any], *, examples: int = 3) -> str:
     ]
     if record.get("failure"):
         lines.append(f"  failure: {record['failure']}")
+    if record.get("fixes_withheld"):
+        lines.append(f"  fixes withheld: {record['fixes_withheld']}")
     by_type: dict[str, list[dict[str, Any]]] = {}
     for issue in issues:
         by_type.setdefault(str(issue.get("type")), []).append(issue)

@@ -315,6 +315,48 @@ def test_stripe_status_the_product_does_not_know_takes_no_access_away(
     assert any("status recon_pipeline does not know (frozen)" in a for a in anomalies)
 
 
+def test_stripe_status_the_product_does_not_know_on_an_older_subscription_takes_nothing_away(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reported (newest) status is a known one; the older unknown one may still be paying.
+    snapshot = Snapshot(
+        members=[member("m_frozen", discord_id="1001", customer="cus_f", status="ACTIVE")],
+        subs=[
+            sub("cus_f", "active", created=1_600_000_000, sub_id="sub_frozen"),
+            sub("cus_f", "canceled", created=1_700_000_000),
+        ],
+        guild=guild(account("1001", "Lord")),
+    )
+    with pipeline_on(snapshot, sqlite_url, monkeypatch) as pipeline:
+        pipeline.sandbox.stripe._subs["sub_frozen"].status = "frozen"
+
+        result, record = run_with_fixes(pipeline)
+
+        assert result.success
+        issues = issues_of(record)
+        assert set(issues) == {
+            ("UNAUTHORIZED_ACCESS", "m_frozen"),
+            ("STALE_DATABASE_STATUS", "m_frozen"),
+        }
+        unauthorized = issues["UNAUTHORIZED_ACCESS", "m_frozen"]
+        assert unauthorized["stripeStatus"] == "canceled"
+        assert unauthorized["outcome"] == "not_attempted"
+        assert unauthorized["outcomeDetail"] == (
+            "fix withheld: Stripe status 'frozen' is not one recon_pipeline knows, so access is "
+            "not taken away on it"
+        )
+        stale = issues["STALE_DATABASE_STATUS", "m_frozen"]
+        assert stale["statusFix"] is None
+        assert stale["outcome"] == "not_attempted"
+        assert stale["outcomeDetail"] == (
+            "fix withheld: Stripe status 'frozen' is not one recon_pipeline knows, so the "
+            "database status is not downgraded on it"
+        )
+        assert roles(pipeline, "1001") == {LORD}
+        assert pipeline.sandbox.discord.mutations == []
+        assert pipeline.scalar("""SELECT "subscriptionStatus" FROM "Member" """) == "ACTIVE"
+
+
 def test_customer_unknown_to_stripe_is_not_paying(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

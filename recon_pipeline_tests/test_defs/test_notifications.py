@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,23 @@ def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
 
 def _channel(pipeline: Pipeline) -> list[str]:
     return [m["content"] for m in pipeline.sandbox.discord.messages(SANDBOX_ADMIN_CHANNEL_ID)]
+
+
+def _stored_runs(pipeline: Pipeline, *run_ids: str) -> list[str]:
+    """Each run and its event log as the instance keeps them, for a secret sweep.
+
+    The serialized JSON escapes non-ASCII characters ("p\\u00e4ss"), where a non-ASCII secret
+    would go unseen; it is decoded back so that the text holds them as written.
+    """
+
+    def as_written(value: object) -> str:
+        return json.dumps(json.loads(serialize_value(value)), ensure_ascii=False)
+
+    instance = pipeline.instance
+    return [
+        as_written(instance.all_logs(run_id)) + as_written(instance.get_run_by_id(run_id))
+        for run_id in run_ids
+    ]
 
 
 def test_a_run_with_issues_mails_and_posts_one_notice(
@@ -145,6 +163,36 @@ def test_an_unreachable_mail_server_and_channel_do_not_fail_the_run(
     assert inbox.messages == []
 
 
+def test_a_non_ascii_smtp_password_fails_only_the_email_and_is_never_shown(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = "pässwörd-smtp-Zx9"
+    with (
+        admin_mail(monkeypatch, username=SMTP_USER, password=password) as inbox,
+        running_pipeline(scenario_community(), database_url, monkeypatch) as pipeline,
+    ):
+        result = pipeline.run(auto_fix=True)
+
+        assert result.success
+        record = pipeline.record(result.run_id)
+        [posted] = _channel(pipeline)
+        [event] = [
+            e
+            for e in result.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "reconciliation_run"
+        ]
+        sent = event.materialization.metadata["admin_notice"].value
+        [stored] = _stored_runs(pipeline, result.run_id)
+    assert record is not None and record["issuesFixed"] == 9
+    assert posted.startswith("**[recon_pipeline] Reconciliation: 10 issue(s) found**")
+    assert sent["discord"] == "sent"
+    assert sent["email"].startswith("failed: ")
+    assert "password" in sent["email"] and "ASCII" in sent["email"]
+    assert "admin notice email" in stored and "ASCII" in stored  # the failure is logged
+    assert inbox.logins == [] and inbox.messages == []
+    assert password not in stored and password not in repr(record)
+
+
 def test_no_secret_reaches_logs_events_messages_or_rows(
     database_url: str, monkeypatch: pytest.MonkeyPatch, inbox: Inbox, tmp_path: Path
 ) -> None:
@@ -154,11 +202,7 @@ def test_no_secret_reaches_logs_events_messages_or_rows(
         failing = pipeline.run(auto_fix=True)
         assert fixing.success and not failing.success
         instance = pipeline.instance
-        stored = [
-            serialize_value(instance.all_logs(run_id))
-            + serialize_value(instance.get_run_by_id(run_id))
-            for run_id in (fixing.run_id, failing.run_id)
-        ]
+        stored = _stored_runs(pipeline, fixing.run_id, failing.run_id)
         engine = pipeline.engine()
         with engine.connect() as conn:
             tables = sa.inspect(conn).get_table_names()

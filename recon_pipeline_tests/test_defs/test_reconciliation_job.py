@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Iterator
 
 import dagster as dg
@@ -250,9 +251,11 @@ def test_fixes_are_never_applied_from_snapshots_this_run_did_not_take(
         assert pipeline.sandbox.discord.mutations == []
         assert ROLE_IDS["Knight"] in pipeline.sandbox.discord.member_roles("1003")
         record = pipeline.record(downstream.run_id)
-    assert record["autoFixEnabled"] is False
+    # Fixes were asked for and withheld: the record says so, and never calls it a dry run.
+    assert record["autoFixEnabled"] is True
+    assert "were not taken by this run" in record["fixes_withheld"]
     assert {i["outcome"] for i in record["issues"]} <= {"skipped", "not_attempted"}
-    assert any("not produced by this run" in i["outcomeDetail"] for i in record["issues"])
+    assert any("were not taken by this run" in i["outcomeDetail"] for i in record["issues"])
 
 
 def test_a_swap_whose_grant_fails_keeps_the_old_role(
@@ -289,11 +292,12 @@ def test_a_failed_asset_graph_run_still_leaves_its_record(
     with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
         defs = pipeline.definitions()
         # What the UI's "Materialize" on the asset graph launches (an __ASSET_JOB run).
+        yesterday = (dt.date.fromisoformat(local_day(TIMEZONE)) - dt.timedelta(days=1)).isoformat()
         result = dg.materialize(
             list(defs.assets),
             selection=["drift_issues", "reconciliation_fixes", "reconciliation_run"],
             instance=pipeline.instance,
-            partition_key="2026-03-02",
+            partition_key=yesterday,
             resources=defs.resources,
             raise_on_error=False,
         )
@@ -302,7 +306,7 @@ def test_a_failed_asset_graph_run_still_leaves_its_record(
         record = pipeline.record(result.run_id)
     assert record is not None
     assert record["status"] == "failed"
-    assert "no " in record["failure"] and "is stored for 2026-03-02" in record["failure"]
+    assert f"no run of {yesterday} stored all of" in record["failure"]
     assert record["completedAt"] is not None
 
 

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from recon_pipeline.domain.anomalies import data_anomalies, withhold_unsafe_fixes
 from recon_pipeline.domain.columns import IssueCol
 from recon_pipeline_tests.builders import Snapshot, account, guild, member, sub, team
 
+UNKNOWN_NO_REMOVAL = (
+    "not fixed: Stripe status 'on_hold_review' is not one recon_pipeline knows, so access is "
+    "not taken away on it"
+)
+UNKNOWN_NO_DOWNGRADE = (
+    "not fixed: Stripe status 'on_hold_review' is not one recon_pipeline knows, so the database "
+    "status is not downgraded on it"
+)
+
+
+def _withheld(snapshot: Snapshot, issues: pd.DataFrame | None = None) -> pd.DataFrame:
+    frames = snapshot.frames()
+    return withhold_unsafe_fixes(
+        snapshot.drift() if issues is None else issues,
+        frames["members"],
+        teams=frames["teams"],
+        subscriptions=frames["subscriptions"],
+    )
+
 
 def _rows(snapshot: Snapshot) -> dict[tuple[str, str], dict]:
-    issues = withhold_unsafe_fixes(snapshot.drift(), snapshot.frames()["members"])
+    issues = _withheld(snapshot)
     return {
-        (row[IssueCol.TYPE], row[IssueCol.MEMBER_ID] or row[IssueCol.DISCORD_ID]): row
+        (
+            row[IssueCol.TYPE],
+            row[IssueCol.MEMBER_ID] or row[IssueCol.TEAM_ID] or row[IssueCol.DISCORD_ID],
+        ): row
         for row in issues.astype(object).where(issues.notna(), None).to_dict("records")
     }
 
@@ -52,6 +76,110 @@ def test_withhold_removal_on_an_unknown_stripe_status_only() -> None:
     assert rows[("UNAUTHORIZED_ACCESS", "m_canceled")][IssueCol.ROLES_TO_REMOVE] == ("Lord",)
 
 
+def test_withhold_removal_when_any_subscription_has_an_unknown_status_not_only_the_reported() -> (
+    None
+):
+    snapshot = Snapshot(
+        members=[
+            member("m_unknown_newer", discord_id="1001", customer="cus_a", status="CANCELLED"),
+            member("m_unknown_older", discord_id="1002", customer="cus_b", status="CANCELLED"),
+            member("m_canceled", discord_id="1003", customer="cus_c", status="CANCELLED"),
+        ],
+        subs=[
+            sub("cus_a", "canceled", created=100),
+            sub("cus_a", "on_hold_review", created=200),
+            sub("cus_b", "on_hold_review", created=100),
+            sub("cus_b", "canceled", created=200),
+            sub("cus_c", "canceled", created=200),
+        ],
+        guild=guild(account("1001", "Lord"), account("1002", "Lord"), account("1003", "Lord")),
+    )
+
+    rows = _rows(snapshot)
+
+    for member_id in ("m_unknown_newer", "m_unknown_older"):
+        issue = rows[("UNAUTHORIZED_ACCESS", member_id)]
+        assert issue[IssueCol.ROLES_TO_REMOVE] == ()
+        assert issue[IssueCol.DESCRIPTION].endswith(UNKNOWN_NO_REMOVAL)
+    # The reported (newest) status is a known one; the older unknown one still counts.
+    assert rows[("UNAUTHORIZED_ACCESS", "m_unknown_older")][IssueCol.STRIPE_STATUS] == "canceled"
+    assert rows[("UNAUTHORIZED_ACCESS", "m_canceled")][IssueCol.ROLES_TO_REMOVE] == ("Lord",)
+
+
+def test_withhold_removal_looks_at_the_billing_customers_subscriptions() -> None:
+    seat = {"tier": "TEAM_MEMBER", "status": "NONE"}
+    snapshot = Snapshot(
+        members=[
+            member("m_team_unknown", discord_id="1001", customer=None, team="t_unknown", **seat),
+            # Their own customer's unknown status is not what bills them: the team's is.
+            member("m_own_unknown", discord_id="1002", customer="cus_own", team="t_known", **seat),
+            # A team id that names no team: billed as themselves.
+            member("m_team_gone", discord_id="1003", customer="cus_gone", team="t_gone", **seat),
+        ],
+        teams=[
+            team("t_unknown", customer="cus_tu", status="CANCELLED"),
+            team("t_known", customer="cus_tk", status="CANCELLED"),
+        ],
+        subs=[
+            sub("cus_tu", "on_hold_review", created=100),
+            sub("cus_tu", "canceled", created=200),
+            sub("cus_tk", "canceled", created=200),
+            sub("cus_own", "on_hold_review", created=100),
+            sub("cus_gone", "on_hold_review", created=100),
+            sub("cus_gone", "canceled", created=200),
+        ],
+        guild=guild(
+            account("1001", "Knight"), account("1002", "Knight"), account("1003", "Knight")
+        ),
+    )
+
+    rows = _rows(snapshot)
+
+    assert set(rows) == {
+        ("UNAUTHORIZED_ACCESS", "m_team_unknown"),
+        ("UNAUTHORIZED_ACCESS", "m_own_unknown"),
+        ("UNAUTHORIZED_ACCESS", "m_team_gone"),
+    }
+    for member_id in ("m_team_unknown", "m_team_gone"):
+        issue = rows[("UNAUTHORIZED_ACCESS", member_id)]
+        assert issue[IssueCol.ROLES_TO_REMOVE] == ()
+        assert issue[IssueCol.DESCRIPTION].endswith(UNKNOWN_NO_REMOVAL)
+    billed_by_team = rows[("UNAUTHORIZED_ACCESS", "m_own_unknown")]
+    assert billed_by_team[IssueCol.ROLES_TO_REMOVE] == ("Knight",)
+    assert "not fixed" not in billed_by_team[IssueCol.DESCRIPTION]
+
+
+def test_withhold_status_downgrade_when_the_customer_has_an_unknown_status() -> None:
+    snapshot = Snapshot(
+        members=[
+            member("m_down", discord_id=None, customer="cus_down", status="ACTIVE"),
+            member("m_up", discord_id=None, customer="cus_up", status="NONE"),
+            member("m_plain", discord_id=None, customer="cus_plain", status="PAST_DUE"),
+        ],
+        teams=[team("t_down", customer="cus_t_down", status="TRIALING")],
+        subs=[
+            sub("cus_down", "on_hold_review", created=100),
+            sub("cus_down", "canceled", created=200),
+            sub("cus_t_down", "canceled", created=100),
+            sub("cus_t_down", "on_hold_review", created=200),
+            # An upgrade is safe whatever else the customer has.
+            sub("cus_up", "active", created=100),
+            sub("cus_up", "on_hold_review", created=200),
+            sub("cus_plain", "canceled", created=200),
+        ],
+    )
+
+    rows = _rows(snapshot)
+
+    for subject in ("m_down", "t_down"):
+        issue = rows[("STALE_DATABASE_STATUS", subject)]
+        assert issue[IssueCol.STATUS_FIX] is None
+        assert issue[IssueCol.DESCRIPTION].endswith(UNKNOWN_NO_DOWNGRADE)
+    assert rows[("STALE_DATABASE_STATUS", "m_up")][IssueCol.STATUS_FIX] == "ACTIVE"
+    assert rows[("STALE_DATABASE_STATUS", "m_plain")][IssueCol.STATUS_FIX] == "CANCELLED"
+    assert "not fixed" not in rows[("STALE_DATABASE_STATUS", "m_up")][IssueCol.DESCRIPTION]
+
+
 def test_withhold_orphan_whose_id_a_member_wrote_malformed() -> None:
     snapshot = Snapshot(
         members=[member("m_mention", discord_id="<@1003>", customer="cus_c")],
@@ -73,7 +201,7 @@ def test_withhold_leaves_clean_issues_untouched() -> None:
     )
     issues = snapshot.drift()
 
-    assert withhold_unsafe_fixes(issues, snapshot.frames()["members"]).equals(issues)
+    assert _withheld(snapshot, issues).equals(issues)
 
 
 def test_drift_description_says_the_id_is_not_an_id_and_the_team_is_gone() -> None:

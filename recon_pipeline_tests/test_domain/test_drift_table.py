@@ -309,6 +309,70 @@ def test_find_drift_issues_matches_spec_table(case: str) -> None:
     assert _project(snapshot.drift()) == expected
 
 
+ONLY_ACTIVE_GRANTS = AccessPolicy(granting_statuses=frozenset({"active"}))
+UNPAID_GRANTS = AccessPolicy(
+    granting_statuses=frozenset({"active", "trialing", "past_due", "unpaid"})
+)
+
+# With granting statuses other than the database's fixed three, a column can disagree with Stripe
+# on access while already holding what its fix would write: writing it again changes nothing, so
+# there is no issue. Each case has a contrasting record whose fix does change its column.
+NO_OP_CASES: dict[str, tuple[Snapshot, AccessPolicy, list[Expect]]] = {
+    "member PAST_DUE, Stripe past_due, only active grants": (
+        Snapshot(
+            members=[
+                member("m1", status="PAST_DUE", discord_id=None, customer="cus_1"),
+                member("m2", status="ACTIVE", discord_id=None, customer="cus_2"),
+            ],
+            subs=[sub("cus_1", "past_due"), sub("cus_2", "past_due")],
+        ),
+        ONLY_ACTIVE_GRANTS,
+        [Expect("STALE_DATABASE_STATUS", "LOW", "m2", status_fix="PAST_DUE")],
+    ),
+    "member CANCELLED, Stripe unpaid, unpaid grants": (
+        Snapshot(
+            members=[
+                member("m1", status="CANCELLED", discord_id=None, customer="cus_1"),
+                member("m2", status="NONE", discord_id=None, customer="cus_2"),
+            ],
+            subs=[sub("cus_1", "unpaid"), sub("cus_2", "unpaid")],
+        ),
+        UNPAID_GRANTS,
+        [Expect("STALE_DATABASE_STATUS", "LOW", "m2", status_fix="CANCELLED")],
+    ),
+    "team PAST_DUE, Stripe past_due, only active grants": (
+        Snapshot(
+            teams=[
+                team("t1", customer="cus_t1", status="PAST_DUE"),
+                team("t2", customer="cus_t2", status="TRIALING"),
+            ],
+            subs=[sub("cus_t1", "past_due"), sub("cus_t2", "past_due")],
+        ),
+        ONLY_ACTIVE_GRANTS,
+        [Expect("STALE_DATABASE_STATUS", "LOW", None, "t2", status_fix="PAST_DUE")],
+    ),
+    "team CANCELLED, Stripe unpaid, unpaid grants": (
+        Snapshot(
+            teams=[
+                team("t1", customer="cus_t1", status="CANCELLED"),
+                team("t2", customer="cus_t2", status="NONE"),
+            ],
+            subs=[sub("cus_t1", "unpaid"), sub("cus_t2", "unpaid")],
+        ),
+        UNPAID_GRANTS,
+        [Expect("STALE_DATABASE_STATUS", "LOW", None, "t2", status_fix="CANCELLED")],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_OP_CASES))
+def test_find_drift_issues_reports_no_stale_status_whose_fix_writes_the_same_value(
+    case: str,
+) -> None:
+    snapshot, policy, expected = NO_OP_CASES[case]
+    assert _project(snapshot.drift(policy)) == expected
+
+
 def test_find_drift_issues_reports_newest_granting_status_else_newest() -> None:
     snapshot = Snapshot(
         members=[
@@ -368,7 +432,7 @@ def test_find_drift_issues_uses_configured_role_names() -> None:
 
 def test_find_drift_issues_uses_configured_granting_statuses() -> None:
     snapshot = Snapshot(
-        members=[member(status="PAST_DUE")],
+        members=[member(status="ACTIVE")],
         subs=[sub("cus_1", "past_due")],
         guild=guild(account("1001", "Lord")),
     )

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 import pytest
 
+from recon_pipeline.domain.anomalies import withhold_unsafe_fixes
 from recon_pipeline.domain.columns import GuildMemberRoleCol, IssueCol, MissingColumnsError
 from recon_pipeline.domain.drift import empty_issue_table
 from recon_pipeline.domain.fixes import (
@@ -140,6 +141,42 @@ def test_evaluate_guard_counts_only_removal_only_issues() -> None:
 
     assert decision.planned_removals == 2  # UNAUTHORIZED_ACCESS m2 and ORPHANED_ACCESS 5005
     assert decision.tripped
+
+
+def _downgrades(n: int, upgrades: int = 0) -> pd.DataFrame:
+    """`n` paying members (unlinked) whose Stripe customers have nothing: each cached ACTIVE
+    would be rewritten to NONE; and `upgrades` members whose NONE would become ACTIVE."""
+    members = [
+        member(f"d{i}", discord_id=None, customer=f"cus_d{i}", status="ACTIVE") for i in range(n)
+    ]
+    members += [
+        member(f"u{i}", discord_id=None, customer=f"cus_u{i}", status="NONE")
+        for i in range(upgrades)
+    ]
+    issues = Snapshot(members=members, subs=[sub(f"cus_u{i}") for i in range(upgrades)]).drift()
+    assert (issues[IssueCol.TYPE] == "STALE_DATABASE_STATUS").sum() == n + upgrades
+    return issues
+
+
+def test_evaluate_guard_counts_status_downgrades_like_removals() -> None:
+    decision = evaluate_guard(_downgrades(6, upgrades=4), 8, GuardPolicy(5, 0.25))
+
+    assert decision.planned_removals == 6  # the upgrades take nothing away
+    assert decision.tripped
+
+
+def test_evaluate_guard_does_not_count_a_status_downgrade_withheld_for_bad_data() -> None:
+    issues = _downgrades(6)
+    issues.loc[0, IssueCol.STATUS_FIX] = pd.NA
+
+    assert evaluate_guard(issues, 8, GuardPolicy(5, 0.25)).planned_removals == 5
+
+
+def test_plan_fix_actions_marks_status_downgrades_for_the_guard_and_upgrades_not() -> None:
+    actions = plan_fix_actions(_downgrades(1, upgrades=1))
+
+    marked = dict(zip(actions[ActionCol.MEMBER_ID], actions[ActionCol.REMOVAL_ONLY], strict=True))
+    assert marked == {"d0": True, "u0": False}
 
 
 def test_evaluate_guard_does_not_count_removals_withheld_for_bad_data() -> None:
@@ -499,6 +536,42 @@ def test_issue_outcomes_report_only_issue_is_not_attempted_with_a_reason() -> No
     assert report_only[OutcomeCol.OUTCOME] == "not_attempted"
     assert "report only" in report_only[OutcomeCol.OUTCOME_DETAIL]
     assert report_only[OutcomeCol.ACTIONS_TAKEN] == ()
+
+
+def test_withheld_status_fix_gets_no_action_and_its_outcome_says_why() -> None:
+    # m_unknown's column would go ACTIVE → CANCELLED while its customer has a status recon_pipeline
+    # does not know; m_plain's would too, with nothing unknown.
+    snapshot = Snapshot(
+        members=[
+            member("m_unknown", discord_id=None, customer="cus_u", status="ACTIVE"),
+            member("m_plain", discord_id=None, customer="cus_p", status="ACTIVE"),
+        ],
+        subs=[
+            sub("cus_u", "on_hold_review", created=100),
+            sub("cus_u", "canceled", created=200),
+            sub("cus_p", "canceled", created=200),
+        ],
+    )
+    frames = snapshot.frames()
+    issues = withhold_unsafe_fixes(
+        snapshot.drift(),
+        frames["members"],
+        teams=frames["teams"],
+        subscriptions=frames["subscriptions"],
+    )
+    assert issues[IssueCol.MEMBER_ID].tolist() == ["m_plain", "m_unknown"]
+
+    actions = plan_fix_actions(issues)
+    fixed = issue_outcomes(issues, actions, _results(actions, {}))
+
+    # (a downgrade: the guard would hold it back)
+    assert _acts(actions) == [Act(0, "set_status", "STALE_DATABASE_STATUS", "CANCELLED", True)]
+    assert fixed[OutcomeCol.OUTCOME].tolist() == ["fixed", "not_attempted"]
+    assert fixed.iloc[1][OutcomeCol.OUTCOME_DETAIL] == (
+        "fix withheld: Stripe status 'on_hold_review' is not one recon_pipeline knows, so the "
+        "database status is not downgraded on it"
+    )
+    assert fixed.iloc[1][OutcomeCol.ACTIONS_TAKEN] == ()
 
 
 def test_issue_outcomes_guard_skips_removal_only_issues_and_says_why() -> None:

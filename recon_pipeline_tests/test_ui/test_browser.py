@@ -31,9 +31,10 @@ import sqlalchemy as sa
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 from recon_pipeline.cli import _INSTANCE_YAML
-from recon_pipeline.clients.frame_store import read_frame, write_frame, writer_runs
 from recon_pipeline.clients.membership_db import parse_database_url, read_run_record
 from recon_pipeline.defs.partitions import local_day
+from recon_pipeline.defs.resources import open_frame_store
+from recon_pipeline.domain.provenance import sources_of
 from recon_pipeline.sandbox.demo import Sandbox, running_sandbox, seed_membership_db
 from recon_pipeline.sandbox.server import free_port
 from recon_pipeline_tests.processes import start, stop, wait_for, wait_until_loaded
@@ -554,11 +555,11 @@ def test_backfill_recomputes_past_days_from_stored_snapshots(
     days = [(today - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]
     # Copying today's stored snapshots to the three days before stands in for snapshots the
     # daily runs took on those days.
-    with dagster_dev.connect() as conn:
+    with open_frame_store(dagster_dev.database_url, None) as store:
         for name in SNAPSHOT_FRAMES:
-            frame = read_frame(conn, name, [today.isoformat()])
+            frame = store.read(name, today.isoformat(), fixed_run)
             for day in days:
-                write_frame(conn, name, day, frame)
+                store.write(name, day, f"daily-run-of-{day}", frame)
     traffic_before = dagster_dev.emulator_traffic()
 
     launched = dagster_dev.gql(
@@ -582,20 +583,25 @@ def test_backfill_recomputes_past_days_from_stored_snapshots(
     assert dagster_dev.emulator_traffic() == traffic_before  # no Stripe or Discord call at all
     runs = {r["tags"]["dagster/partition"]: r for r in map(_with_tag_dict, backfill["runs"])}
     assert sorted(runs) == days
-    with dagster_dev.connect() as conn:
+    with dagster_dev.connect() as conn, open_frame_store(dagster_dev.database_url, None) as store:
         for day, run in runs.items():
             assert run["status"] == "SUCCESS", run
             assert "dagster/backfill" in run["tags"]
-            writers = writer_runs(conn, RECOMPUTED_ASSETS, day)
-            assert writers == dict.fromkeys(RECOMPUTED_ASSETS, run["runId"]), (day, writers)
+            recomputed = store.entries(day, names=list(RECOMPUTED_ASSETS))
+            assert {(e.name, e.run_id) for e in recomputed} == {
+                (name, run["runId"]) for name in RECOMPUTED_ASSETS
+            }, day
+            # ... from that day's snapshots, as its drift table says
+            drift = store.read("drift_issues", day, run["runId"])
+            assert {o.run_id for o in sources_of(drift)} == {f"daily-run-of-{day}"}
             record = read_run_record(conn, run["runId"])
             assert record is not None, day
             assert record["issuesFound"] == len(EXPECTED_ISSUES)
             assert record["issuesFixed"] == 0
             assert record["autoFixEnabled"] is False
             assert all(issue["outcome"] != "fixed" for issue in record["issues"]), record
-        # today's tables are still the fixing run's
-        assert writer_runs(conn, ["drift_issues"], today.isoformat()) == {"drift_issues": fixed_run}
+        # today's frames are still the fixing run's
+        assert store.latest_writer("drift_issues", today.isoformat()) == fixed_run
 
     page.goto("/overview/backfills")
     # The list is a virtualized table of divs: its row is the innermost element holding both

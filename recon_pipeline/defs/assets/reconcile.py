@@ -11,6 +11,7 @@ from recon_pipeline.domain.columns import IssueCol
 from recon_pipeline.domain.completeness import snapshot_problems
 from recon_pipeline.domain.drift import find_drift_issues
 from recon_pipeline.domain.policy import RoleResolutionError
+from recon_pipeline.domain.provenance import COMPLETENESS, origin_of, set_sources, sources_of
 from recon_pipeline.domain.report import RunSummary
 
 PREVIEW_ROWS = 25
@@ -97,7 +98,12 @@ def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         except RoleResolutionError as exc:
             raise dg.Failure(description=f"Discord roles cannot be matched: {exc}") from None
         # Bad data is reported, and where it would make a fix wrong the fix is withheld.
-        issues = withhold_unsafe_fixes(issues, membership_members)
+        issues = withhold_unsafe_fixes(
+            issues,
+            membership_members,
+            teams=membership_teams,
+            subscriptions=stripe_subscriptions,
+        )
         anomalies = data_anomalies(membership_members, membership_teams, stripe_subscriptions)
         for anomaly in anomalies:
             context.log.warning(f"bad data: {anomaly}")
@@ -109,6 +115,18 @@ def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
             context.log.error(
                 "snapshots incomplete, no fix will be applied: " + "; ".join(problems)
             )
+        # The table says what it was computed from and what the completeness check found, so
+        # a fixing step that reads it later (a re-execution) can check both where it acts.
+        sources = [
+            membership_members,
+            membership_teams,
+            stripe_subscriptions,
+            discord_member_roles,
+            discord_roles,
+        ]
+        issues.attrs = {}  # pandas may have carried an input's attrs over
+        set_sources(issues, [origin_of(frame) for frame in sources])
+        issues.attrs[COMPLETENESS] = problems
         return dg.MaterializeResult(
             value=issues,
             check_results=[
@@ -126,6 +144,9 @@ def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                 "by_severity": dg.MetadataValue.json(summary.by_severity),
                 "high_severity": summary.by_severity.get("HIGH", 0),
                 "data_anomalies": dg.MetadataValue.json(anomalies),
+                "snapshots_from_runs": dg.MetadataValue.json(
+                    sorted({o.run_id for o in sources_of(issues) if o})
+                ),
                 "preview": dg.MetadataValue.md(preview_markdown(issues)),
             },
         )

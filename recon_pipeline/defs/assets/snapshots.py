@@ -4,10 +4,14 @@ Only today's partition can be snapshotted: the outside systems have no history, 
 snapshot would silently be today's data filed under the wrong date.
 """
 
+import datetime as dt
+from collections.abc import Callable
+
 import dagster as dg
 import pandas as pd
 
 from recon_pipeline.clients.discord import DiscordError
+from recon_pipeline.clients.fixing_lease import fixing_mark
 from recon_pipeline.clients.membership_db import load_members, load_teams
 from recon_pipeline.clients.stripe import StripeSnapshotError
 from recon_pipeline.defs.hooks import record_failed_run
@@ -21,6 +25,7 @@ from recon_pipeline.defs.resources import (
 from recon_pipeline.domain.columns import GuildMemberRoleCol
 from recon_pipeline.domain.fixes import count_role_holders
 from recon_pipeline.domain.policy import RoleResolutionError, resolve_managed_role_ids
+from recon_pipeline.domain.provenance import stamp_snapshot
 
 GROUP = "membership_recon"
 
@@ -40,12 +45,30 @@ def refuse_past_day(context: dg.AssetExecutionContext, timezone: str) -> None:
         )
 
 
+def snapshot_stamper(membership_db: MembershipDbResource) -> Callable[[pd.DataFrame], None]:
+    """Taken before a snapshot reads anything: stamps its frames with when it began and what
+    the fixing lease showed then, so a fixing step can tell how fresh they are and whether
+    another run fixed things after they were taken."""
+    taken_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with membership_db.engine() as engine:
+        mark = fixing_mark(engine)
+
+    def stamp(frame: pd.DataFrame) -> None:
+        stamp_snapshot(frame, taken_at=taken_at, mark=mark)
+
+    return stamp
+
+
 def read_membership(membership_db: MembershipDbResource) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Members and teams, read in one transaction so they agree with each other."""
     with membership_db.engine() as engine, engine.connect() as conn:
         if conn.dialect.name == "postgresql":  # one snapshot for both reads
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
+            if conn.dialect.name == "sqlite":
+                # pysqlite sends no BEGIN before a SELECT, so each read would see the database
+                # as of its own moment; an explicit one holds both reads to one state.
+                conn.exec_driver_sql("BEGIN")
             return load_members(conn), load_teams(conn)
 
 
@@ -112,7 +135,10 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
     ):
         """Members and teams, read in one transaction so they agree with each other."""
         refuse_past_day(context, policy.timezone)
+        stamp = snapshot_stamper(membership_db)
         members, teams = read_membership(membership_db)
+        stamp(members)
+        stamp(teams)
         linked = int(members["discord_id"].notna().sum())
         yield dg.Output(
             members,
@@ -133,10 +159,13 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
     def stripe_subscriptions(
         context: dg.AssetExecutionContext,
         stripe: StripeResource,
+        membership_db: MembershipDbResource,
         policy: ReconciliationPolicyResource,
     ) -> dg.MaterializeResult:
         refuse_past_day(context, policy.timezone)
+        stamp = snapshot_stamper(membership_db)
         subscriptions, stats = read_stripe(stripe)
+        stamp(subscriptions)
         return dg.MaterializeResult(
             value=subscriptions,
             metadata={
@@ -170,11 +199,15 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
     def discord_snapshot(
         context: dg.AssetExecutionContext,
         discord: DiscordResource,
+        membership_db: MembershipDbResource,
         policy: ReconciliationPolicyResource,
     ):
         """Roles and member roles; a managed role missing from the guild fails the snapshot."""
         refuse_past_day(context, policy.timezone)
+        stamp = snapshot_stamper(membership_db)
         roles, member_roles, managed, without_user = read_discord_counting_skips(discord, policy)
+        stamp(roles)
+        stamp(member_roles)
         accounts = member_roles[GuildMemberRoleCol.DISCORD_ID].nunique()
         if without_user:
             context.log.warning(
