@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import dagster as dg
 import httpx
 
 T = TypeVar("T")
@@ -87,6 +88,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def kill_step_of_latest_run(instance: dg.DagsterInstance, step_key: str) -> tuple[str, int]:
+    """SIGKILL the process running `step_key` of the instance's latest run, as a crashed host
+    would; returns (run id, pid)."""
+    [run] = instance.get_runs(limit=1)
+    starts = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+    [pid] = [
+        r.event_log_entry.dagster_event.pid
+        for r in starts.records
+        if r.event_log_entry.step_key == step_key
+    ]
+    os.kill(pid, signal.SIGKILL)
+    return run.run_id, pid
 
 
 def log_tail(path: Path, lines: int = 60) -> str:

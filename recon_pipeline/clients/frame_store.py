@@ -255,8 +255,12 @@ def adopt_day_keyed_frames(engine: sa.Engine) -> int:
     catalog. Safe to run again, and from several processes at once (the steps of the first
     run after an upgrade): they take turns, and the first does the work. Returns the frames
     adopted."""
+    key = engine.url.render_as_string(hide_password=False)
+    if key in _ADOPTED:
+        return 0
     with engine.connect() as conn:
         if not sa.inspect(conn).has_table(_LEGACY_CATALOG):
+            _ADOPTED.add(key)
             return 0
     with engine.connect() as conn:
         _take_turns(conn)
@@ -266,7 +270,11 @@ def adopt_day_keyed_frames(engine: sa.Engine) -> int:
             conn.rollback()
             raise
         conn.commit()
+    _ADOPTED.add(key)
     return adopted
+
+
+_ADOPTED: set[str] = set()  # databases this process found without frames of earlier versions
 
 
 def _take_turns(conn: sa.Connection) -> None:

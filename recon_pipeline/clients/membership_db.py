@@ -517,15 +517,23 @@ def _utcnow() -> dt.datetime:
 
 
 def ensure_pipeline_tables(engine: sa.Engine) -> None:
-    """Create whichever of the pipeline's own tables is missing (never the app's).
+    """Create whichever of the pipeline's own tables (or their columns) is missing, never the
+    app's. Checked once per database and process: a run opens the database a few dozen times.
 
     Steps of one run start in parallel processes; when two create the same table at once, the
     loser's error is harmless as long as the table exists afterwards.
     """
+    key = engine.url.render_as_string(hide_password=False)
+    if key in _ENSURED:
+        return
     try:
         _create_missing(engine, PIPELINE_TABLES)
     except sa.exc.DBAPIError:
         _create_missing(engine, PIPELINE_TABLES)
+    _ENSURED.add(key)
+
+
+_ENSURED: set[str] = set()  # databases whose pipeline tables this process has checked
 
 
 def _create_missing(engine: sa.Engine, tables: tuple[sa.Table, ...]) -> None:

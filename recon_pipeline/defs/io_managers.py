@@ -76,7 +76,6 @@ class FrameStoreIOManager(dg.ConfigurableIOManager):
                 frame = store.read(name, day, run_id)
         except (FrameNotStoredError, FrameDamagedError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        context.add_input_metadata({"read_from_run": run_id})
         return frame
 
     def _refuse_beyond_horizon(self, name: str, day: str) -> None:

@@ -130,6 +130,42 @@ BAD_CONFIG = [
         id="discord-api-base",
     ),
     pytest.param(
+        {"RECONCILIATION_MAX_SNAPSHOT_AGE_MINUTES": "0"},
+        "RECONCILIATION_MAX_SNAPSHOT_AGE_MINUTES='0'",
+        "minutes > 0",
+        id="max-snapshot-age",
+    ),
+    pytest.param(
+        {"RECONCILIATION_SNAPSHOT_RETENTION_DAYS": "0"},
+        "RECONCILIATION_SNAPSHOT_RETENTION_DAYS='0'",
+        "whole number of days ≥ 1",
+        id="retention-days",
+    ),
+    pytest.param(
+        {"RECONCILIATION_STORAGE_URL": f"mysql://recon:{DB_PASSWORD}@db.internal/frames"},
+        "RECONCILIATION_STORAGE_URL='mysql://recon:***@db.internal/frames'",
+        "s3://bucket/prefix",
+        id="storage-url-scheme",
+    ),
+    pytest.param(
+        {"RECONCILIATION_STORAGE_URL": "frames/here"},
+        "RECONCILIATION_STORAGE_URL='frames/here'",
+        "an absolute folder path",
+        id="storage-url-relative",
+    ),
+    pytest.param(
+        {"RECONCILIATION_LEASE_WAIT_MINUTES": "-1"},
+        "RECONCILIATION_LEASE_WAIT_MINUTES='-1'",
+        "minutes ≥ 0",
+        id="lease-wait",
+    ),
+    pytest.param(
+        {"RECONCILIATION_LEASE_TTL_SECONDS": "0"},
+        "RECONCILIATION_LEASE_TTL_SECONDS='0'",
+        "seconds from 1 to 3600",
+        id="lease-ttl",
+    ),
+    pytest.param(
         {"DAGSTER_WEBSERVER_URL": "localhost:3000"},
         "DAGSTER_WEBSERVER_URL='localhost:3000'",
         "http(s) URL",

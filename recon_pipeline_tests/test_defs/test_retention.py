@@ -68,6 +68,7 @@ def test_retention_deletes_frames_past_the_horizon_and_keeps_newer_ones_and_run_
             resources=defs.resources,
         )
         assert backfill.success
-        assert pipeline.record(backfill.run_id)["issuesFound"] == pipeline.record(
-            today.run_id
-        )["issuesFound"]
+        assert (
+            pipeline.record(backfill.run_id)["issuesFound"]
+            == pipeline.record(today.run_id)["issuesFound"]
+        )

@@ -12,7 +12,6 @@ shorter than production's seconds, so the matrix runs in well under a minute.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from recon_pipeline.sandbox.discord_emulator import DiscordEmulator, RequestReco
 from recon_pipeline_tests.builders import ROLE_IDS
 from recon_pipeline_tests.harness import Pipeline, running_pipeline
 from recon_pipeline_tests.postgres import PostgresServer
+from recon_pipeline_tests.processes import kill_step_of_latest_run
 from recon_pipeline_tests.scenario import (
     EXPECTED_ISSUES,
     REPORT_ONLY,
@@ -476,6 +476,9 @@ def test_fixing_step_killed_part_way_then_reexecuted_from_failure_repeats_no_fix
     home = tmp_path / "dagster_home"
     with running_pipeline(scenario_community(), postgres_url, monkeypatch) as pipeline:
         monkeypatch.setenv("DAGSTER_HOME", str(home))  # the CLI's instance, not the harness's
+        # The killed step's fixing lease expires this soon after its last heartbeat; the
+        # re-execution waits for that before it fixes.
+        monkeypatch.setenv("RECONCILIATION_LEASE_TTL_SECONDS", "3")
         discord = pipeline.sandbox.discord
         discord.latency_s = 0.1  # role changes in flight long enough to be cut off
         killed: list[int] = []
@@ -485,16 +488,7 @@ def test_fixing_step_killed_part_way_then_reexecuted_from_failure_repeats_no_fix
             if killed or len(role_calls(discord, 204)) < 3:
                 return
             with dg.DagsterInstance.from_config(str(home)) as instance:
-                [run] = instance.get_runs(limit=1)
-                starts = instance.get_records_for_run(
-                    run.run_id, of_type=dg.DagsterEventType.STEP_START
-                ).records
-            [pid] = [
-                r.event_log_entry.dagster_event.pid
-                for r in starts
-                if r.event_log_entry.step_key == "reconciliation_fixes"
-            ]
-            os.kill(pid, signal.SIGKILL)
+                _, pid = kill_step_of_latest_run(instance, "reconciliation_fixes")
             killed.append(pid)
 
         discord.after_request = kill_on_third_change

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pandas as pd
 import psycopg
 import pytest
@@ -29,6 +30,14 @@ from recon_pipeline_tests.scenario import scenario_community
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER_YAML = ROOT / "dagster.yaml"
+LOCATION = "recon_pipeline"
+REPOSITORY = "__repository__"
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+# dagster_graphql's client still calls gql's execute() the old way (dagster-graphql 1.13.27,
+# gql 4); it works, and the warning is theirs to fix.
+GRAPHQL_CLIENT_WARNING = pytest.mark.filterwarnings(
+    "ignore:Using variable_values and operation_name arguments:DeprecationWarning"
+)
 # Dagster's storage gets a role of its own; a password with URL-special characters checks that
 # it reaches the server intact (the test cluster trusts loopback logins, so it is not verified).
 STORAGE_ROLE_PASSWORD = "s3cret:p@ss/w%rd"

@@ -43,7 +43,7 @@ from recon_pipeline_tests.scenario import (
     ROLE_CHANGES,
     scenario_community,
 )
-from recon_pipeline_tests.test_production.conftest import ROOT, ProductionHome
+from recon_pipeline_tests.test_production.conftest import FINISHED, ROOT, ProductionHome
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,6 @@ TICKS_S = 60
 # The sensor must have looked at the fixing run, and the daemon be dead, this long before the
 # run's verification is due; otherwise the kill could land after the launch.
 MARGIN_S = 3
-FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 @dataclass

@@ -24,12 +24,11 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.workspace.config_schema import ensure_workspace_config
 
 from recon_pipeline.settings import Settings
+from recon_pipeline_tests.test_production.conftest import LOCATION, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "deployment.md"
 EXAMPLES = ROOT / "docs" / "examples"
 EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.iterdir() if p.is_file())
-LOCATION = "recon_pipeline"
 
 # dagster-k8s 0.29.27
 K8S_RUN_LAUNCHERS = {("dagster_k8s", "K8sRunLauncher"), ("dagster_k8s.launcher", "K8sRunLauncher")}

@@ -6,7 +6,6 @@ The membership database is PostgreSQL too, built with the original app's migrati
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -16,9 +15,6 @@ import yaml
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.runs import SqliteRunStorage
-from dagster._core.test_utils import create_test_daemon_workspace_context
-from dagster._core.workspace.load_target import ModuleTarget
-from dagster._scheduler.scheduler import launch_scheduled_runs
 from dagster_postgres import (
     PostgresEventLogStorage,
     PostgresRunStorage,
@@ -37,9 +33,9 @@ from recon_pipeline_tests.scenario import (
     STATUSES_AFTER_FIX,
     scenario_community,
 )
-from recon_pipeline_tests.test_production.conftest import DAGSTER_YAML, ROOT, ProductionHome
+from recon_pipeline_tests.scheduler import scheduler
+from recon_pipeline_tests.test_production.conftest import DAGSTER_YAML, LOCATION, ProductionHome
 
-LOCATION = "recon_pipeline"
 POSTGRES_VARIABLES = {
     "username": "DAGSTER_POSTGRES_USER",
     "password": "DAGSTER_POSTGRES_PASSWORD",
@@ -199,23 +195,12 @@ def test_daily_schedule_tick_lands_in_postgres_and_its_run_waits_in_the_queue(
         # runs every few seconds) against a real code server for the location, called with two
         # clock readings instead of the wall clock: before 03:00 it only records the schedule's
         # state; after 03:00 it evaluates the 03:00 tick, stores it and submits its run.
-        target = ModuleTarget(
-            module_name="recon_pipeline.definitions",
-            attribute=None,
-            working_directory=str(ROOT),
-            location_name=LOCATION,
-        )
-        logger = logging.getLogger("recon_pipeline_tests.scheduler")
         with (
             dg.DagsterInstance.from_config(str(production_home.home)) as instance,
-            create_test_daemon_workspace_context(target, instance) as workspace,
+            scheduler(instance, LOCATION) as iteration,
         ):
             for now in (due - dt.timedelta(hours=1), due + dt.timedelta(minutes=5)):
-                list(
-                    launch_scheduled_runs(
-                        workspace, logger, now.astimezone(dt.UTC), iteration_times={}
-                    )
-                )
+                iteration(now)
 
     ticks = production_home.query("SELECT status, timestamp FROM job_ticks")
     assert ticks == [

@@ -40,22 +40,22 @@ from recon_pipeline_tests.scenario import (
     ROLES_AFTER_FIX,
     scenario_community,
 )
-from recon_pipeline_tests.test_production.conftest import ROOT, ProductionHome
+from recon_pipeline_tests.test_production.conftest import (
+    FINISHED,
+    GRAPHQL_CLIENT_WARNING,
+    LOCATION,
+    REPOSITORY,
+    ROOT,
+    ProductionHome,
+)
 
 pytestmark = [
     pytest.mark.slow,
-    # dagster_graphql's client still calls gql's execute() the old way (dagster-graphql 1.13.27,
-    # gql 4); it works, and the warning is theirs to fix.
-    pytest.mark.filterwarnings(
-        "ignore:Using variable_values and operation_name arguments:DeprecationWarning"
-    ),
+    GRAPHQL_CLIENT_WARNING,
 ]
 
-LOCATION = "recon_pipeline"
-REPOSITORY = "__repository__"
 # Deadline in seconds for both runs. Measured on a 2-core box: each run ~20 s.
 RUNS_S = 300
-FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 @dataclass
