@@ -13,6 +13,12 @@ Each configuration (members x database x emulator latency) runs in fresh process
   Dagster instance (`DagsterInstance.local_temp`), as a dry run (auto-fix off: every drift issue
   is found, recorded and reported, no Discord role is changed).
 
+Each run keeps its stored frames where `--storages` says: `database` (the membership database,
+the default), `apart` (another database of the same kind: a second SQLite file, or another
+PostgreSQL database; `RECONCILIATION_STORAGE_URL`) or `parquet` (Parquet files in a folder).
+Stored bytes per day = what the run's frames take there afterwards (SQLite: the file's growth;
+PostgreSQL: the frame tables' total relation size; Parquet: the files).
+
 Measured per run: wall time of `execute_in_process`, each step's STEP_START → STEP_SUCCESS time
 from the run's event log, and the pipeline process's peak RSS (`ru_maxrss`, which covers the
 whole pipeline process: Python + Dagster imports, definitions, the instance and every step, since
@@ -21,7 +27,8 @@ and the same process's VmHWM, its own high-water mark: on Linux ru_maxrss carrie
 parent through fork+exec, so the markdown table shows VmHWM.
 
     python benchmarks/bench_pipeline.py --sizes 10000 100000 --databases sqlite postgresql \
-        --latencies-ms 0 20 --label after --output benchmarks/results/pipeline.jsonl
+        --latencies-ms 0 20 --storages database apart parquet --label after \
+        --output benchmarks/results/pipeline.jsonl
     python benchmarks/bench_pipeline.py --markdown benchmarks/results/pipeline.md \
         --output benchmarks/results/pipeline.jsonl      # render only (no --sizes given)
 """
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import multiprocessing
 import os
@@ -316,6 +324,43 @@ class _Databases:
         else:
             Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
 
+    def frame_storage(self, storage: str) -> str | None:
+        """RECONCILIATION_STORAGE_URL for `storage`: None keeps frames in the membership
+        database."""
+        if storage == "database":
+            return None
+        self._runs += 1
+        if storage == "parquet":
+            return str(self.workdir / f"frames_{self._runs}")
+        if self.kind == "postgresql":
+            name = f"frames_{self._runs}"
+            with self._server.connect() as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name}")
+                conn.execute(f"CREATE DATABASE {name}")
+            return self._server.url(name)
+        return f"sqlite:///{self.workdir / f'frames_{self._runs}.sqlite3'}"
+
+    def stored_bytes(self, size: int, url: str, storage_url: str | None) -> int:
+        """What the run's stored frames take where they were stored."""
+        if storage_url and not storage_url.startswith(("sqlite:", "postgresql")):
+            return sum(f.stat().st_size for f in Path(storage_url).rglob("*") if f.is_file())
+        where = storage_url or url
+        if self.kind == "postgresql":
+            import psycopg
+
+            with psycopg.connect(where) as conn:
+                return int(
+                    conn.execute(
+                        """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)
+                           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                           WHERE c.relkind = 'r' AND n.nspname = 'public'
+                             AND c.relname LIKE 'recon_pipeline_frame_%'"""
+                    ).fetchone()[0]
+                )
+        path = Path(where.removeprefix("sqlite:///"))
+        seeded = 0 if storage_url else (self.workdir / f"seed_{size}.sqlite3").stat().st_size
+        return path.stat().st_size - seeded
+
 
 def _seed(url: str, size: int, seed: int) -> None:
     sys.path.insert(0, str(ROOT))
@@ -371,13 +416,16 @@ def _peak(record: dict[str, Any]) -> float:
     return record.get("peak_vmhwm_mb") or record["peak_rss_mb"]
 
 
-def render_markdown(records: list[dict[str, Any]], commands: list[str]) -> str:
+def render_markdown(
+    records: list[dict[str, Any]], commands: list[str], baseline: str = "before"
+) -> str:
     """One table of every configuration's latest run per label, plus before/after walls."""
-    latest: dict[tuple[str, str, float, int], dict[str, Any]] = {}
+    latest: dict[tuple[str, str, str, float, int], dict[str, Any]] = {}
     for r in records:
         if r.get("profiled"):  # cProfile slows the run down; those runs are for reading only
             continue
-        latest[(r["label"], r["database"], r["latency_ms"], r["members"])] = r
+        storage = r.get("storage", "database")
+        latest[(r["label"], r["database"], storage, r["latency_ms"], r["members"])] = r
     machine = records[-1]["machine"] if records else platform.platform()
     lines = [
         "# reconciliation_job end to end (benchmarks/bench_pipeline.py)",
@@ -389,50 +437,54 @@ def render_markdown(records: list[dict[str, Any]], commands: list[str]) -> str:
         "process's own high-water mark (VmHWM: imports, definitions, instance and all steps; not",
         "the emulators, the database server or seeding). `ru_maxrss` is in the JSON lines too, but",
         "on Linux it carries over from the parent through fork+exec, so it can show the parent's",
-        "size instead. Growth = wall time ratio against the next smaller size.",
+        "size instead. Growth = wall time ratio against the next smaller size. Storage = where the",
+        "stored frames live (`database`: the membership database; `apart`: another database of",
+        "the same kind; `parquet`: Parquet files); stored MB = what one run's frames take there.",
         "The machine has 2 cores and other test suites ran at the same time: expect ±20% noise.",
         "",
-        "| label | db | latency | members | wall s | rows/s | growth | peak RSS MB | "
-        + " | ".join(STEP_ORDER)
-        + " | ok | when |",
-        "|" + "---|" * (10 + len(STEP_ORDER)),
+        "| label | db | storage | latency | members | wall s | rows/s | growth | peak RSS MB | "
+        "stored MB/day | " + " | ".join(STEP_ORDER) + " | ok | when |",
+        "|" + "---|" * (13 + len(STEP_ORDER)),
     ]
-    for key in sorted(latest, key=lambda k: (k[0] != "before", k[0], k[1], k[2], k[3])):
+    for key in sorted(latest, key=lambda k: (k[0] != baseline, k)):
         r = latest[key]
-        label, db, latency, members = key
+        label, db, storage, latency, members = key
         smaller = [
-            latest[k] for k in latest if k[:3] == key[:3] and k[3] < members and latest[k]["ok"]
+            latest[k] for k in latest if k[:4] == key[:4] and k[4] < members and latest[k]["ok"]
         ]
         growth = ""
         if smaller and r["ok"]:
             prev = max(smaller, key=lambda x: x["members"])
             growth = f"{r['wall_s'] / prev['wall_s']:.1f}× ({members // prev['members']}× rows)"
         steps = [f"{r['steps_s'].get(s, float('nan')):.1f}" for s in STEP_ORDER]
+        stored = r.get("stored_bytes_per_day")
         lines.append(
-            f"| {label} | {db} | {latency:g} ms | {members:,} | {r['wall_s']:.1f} | "
+            f"| {label} | {db} | {storage} | {latency:g} ms | {members:,} | {r['wall_s']:.1f} | "
             f"{r['rows_per_s']:,.0f} | {growth} | {_peak(r):,.0f} | "
+            f"{'' if stored is None else f'{stored / 1e6:,.1f}'} | "
             + " | ".join(steps)
             + f" | {'yes' if r['ok'] else 'FAILED'} | {r['date'][:16]} |"
         )
-    labels = sorted({k[0] for k in latest})
-    if "before" in labels and len(labels) > 1:
-        after = [label for label in labels if label != "before"][-1]
+    newest = {k[0]: r["date"] for k, r in sorted(latest.items(), key=lambda kv: kv[1]["date"])}
+    others = [label for label in newest if label != baseline]
+    if baseline in newest and others:
+        after = others[-1]
         lines += [
             "",
-            f"## before → {after} (wall s, peak RSS MB)",
+            f"## {baseline} → {after} (wall s, peak RSS MB; frames in the membership database)",
             "",
-            "| db | latency | members | before | " + after + " | speed-up |",
+            f"| db | latency | members | {baseline} | {after} | ratio |",
             "|---|---|---|---|---|---|",
         ]
-        for key in sorted(k for k in latest if k[0] == "before"):
+        for key in sorted(k for k in latest if k[0] == baseline):
             other = latest.get((after, *key[1:]))
             if other is None:
                 continue
             b = latest[key]
             lines.append(
-                f"| {key[1]} | {key[2]:g} ms | {key[3]:,} | {b['wall_s']:.1f} s, "
+                f"| {key[1]} | {key[3]:g} ms | {key[4]:,} | {b['wall_s']:.1f} s, "
                 f"{_peak(b):,.0f} MB | {other['wall_s']:.1f} s, "
-                f"{_peak(other):,.0f} MB | {b['wall_s'] / other['wall_s']:.1f}× |"
+                f"{_peak(other):,.0f} MB | {other['wall_s'] / b['wall_s']:.2f}× |"
             )
     with_steps = [k for k in sorted(latest) if latest[k].get("step_peak_rss_mb")]
     if with_steps:
@@ -440,13 +492,13 @@ def render_markdown(records: list[dict[str, Any]], commands: list[str]) -> str:
             "",
             "## Peak RSS during each step (MB, VmRSS sampled every 0.1 s)",
             "",
-            "| label | db | latency | members | " + " | ".join(STEP_ORDER) + " |",
-            "|" + "---|" * (4 + len(STEP_ORDER)),
+            "| label | db | storage | latency | members | " + " | ".join(STEP_ORDER) + " |",
+            "|" + "---|" * (5 + len(STEP_ORDER)),
         ]
         for key in with_steps:
             rss = latest[key]["step_peak_rss_mb"]
             lines.append(
-                f"| {key[0]} | {key[1]} | {key[2]:g} ms | {key[3]:,} | "
+                f"| {key[0]} | {key[1]} | {key[2]} | {key[3]:g} ms | {key[4]:,} | "
                 + " | ".join(f"{rss.get(s, float('nan')):,.0f}" for s in STEP_ORDER)
                 + " |"
             )
@@ -465,6 +517,13 @@ def main() -> None:
         "--databases", nargs="+", choices=("sqlite", "postgresql"), default=["sqlite", "postgresql"]
     )
     parser.add_argument("--latencies-ms", type=float, nargs="+", default=[0.0, 20.0])
+    parser.add_argument(
+        "--storages",
+        nargs="+",
+        choices=("database", "apart", "parquet"),
+        default=["database"],
+        help="where stored frames live (RECONCILIATION_STORAGE_URL)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--label", default="after", help="e.g. before/after, kept in each record")
     parser.add_argument("--output", type=Path, help="append one JSON line per run to this file")
@@ -474,6 +533,9 @@ def main() -> None:
     parser.add_argument("--inputs", type=Path, nargs="*", default=[], help="more JSON lines")
     parser.add_argument("--commands", nargs="*", default=[], help="commands to list in markdown")
     parser.add_argument("--notes", type=Path, help="markdown appended to the rendered file")
+    parser.add_argument(
+        "--baseline", default="before", help="label the newest other label is compared with"
+    )
     parser.add_argument("--profile-dir", type=Path, help="write a cProfile of each job run here")
     args = parser.parse_args()
 
@@ -483,7 +545,7 @@ def main() -> None:
     if args.markdown:
         paths = [*([args.output] if args.output else []), *args.inputs]
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        text = render_markdown(_load(paths), args.commands)
+        text = render_markdown(_load(paths), args.commands, args.baseline)
         if args.notes:
             text += "\n" + args.notes.read_text()
         args.markdown.write_text(text)
@@ -494,29 +556,42 @@ def _run_all(args: argparse.Namespace, sizes: list[int]) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     revision = _git_revision()
     print(f"{machine}, revision {revision}", flush=True)
-    print(f"{'db':>10} {'members':>9} {'latency':>8} {'wall s':>7} {'rows/s':>8} {'RSS MB':>7}")
+    print(
+        f"{'db':>10} {'storage':>8} {'members':>9} {'latency':>8} {'wall s':>7} {'rows/s':>8} "
+        f"{'RSS MB':>7} {'stored MB':>9}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp, contextlib.ExitStack() as st:
         for kind in args.databases:
             databases = _Databases(kind, Path(tmp), st)
             for size in sizes:
                 seeded_s = databases.seed(size, args.seed)
-                for latency_ms in args.latencies_ms:
+                for latency_ms, storage in itertools.product(args.latencies_ms, args.storages):
                     url = databases.copy(size)
+                    storage_url = databases.frame_storage(storage)
                     with _emulators(size, args.seed, latency_ms) as env:
                         env |= {"DATABASE_URL": url, "RECONCILIATION_TIMEZONE": TIMEZONE}
+                        if storage_url:
+                            env["RECONCILIATION_STORAGE_URL"] = storage_url
                         profile = None
                         if args.profile_dir:
                             args.profile_dir.mkdir(parents=True, exist_ok=True)
-                            name = f"{args.label}-{kind}-{size}-{latency_ms:g}ms.prof"
+                            name = f"{args.label}-{kind}-{storage}-{size}-{latency_ms:g}ms.prof"
                             profile = str(args.profile_dir / name)
                         measured = _measure(env, profile)
+                    stored = databases.stored_bytes(size, url, storage_url)
                     databases.drop(url)
+                    if storage_url and storage != "parquet":
+                        databases.drop(storage_url)
+                    elif storage_url:
+                        shutil.rmtree(storage_url, ignore_errors=True)
                     record = {
                         "label": args.label,
                         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                         "machine": machine,
                         "revision": revision,
                         "database": kind,
+                        "storage": storage,
+                        "stored_bytes_per_day": stored,
                         "members": size,
                         "latency_ms": latency_ms,
                         "mode": "dry run",
@@ -528,8 +603,9 @@ def _run_all(args: argparse.Namespace, sizes: list[int]) -> None:
                         **measured,
                     }
                     print(
-                        f"{kind:>10} {size:>9,} {latency_ms:>6.0f}ms {measured['wall_s']:>7.1f} "
-                        f"{record['rows_per_s']:>8,} {measured['peak_rss_mb']:>7,.0f} "
+                        f"{kind:>10} {storage:>8} {size:>9,} {latency_ms:>6.0f}ms "
+                        f"{measured['wall_s']:>7.1f} {record['rows_per_s']:>8,} "
+                        f"{_peak(measured):>7,.0f} {stored / 1e6:>9,.1f} "
                         f"{'' if measured['success'] else 'FAILED'} {measured['steps_s']}",
                         flush=True,
                     )
