@@ -148,7 +148,13 @@ class FrameStore:
         entry = self.entry(name, day, run_id)
         if entry is None:
             raise FrameNotStoredError(f"no {name} of {day} is stored for run {run_id}")
-        frame = self.bodies.read(name, day, run_id, entry.columns)
+        try:
+            frame = self.bodies.read(name, day, run_id, entry.columns)
+        except FileNotFoundError:
+            raise FrameDamagedError(
+                f"{name} of {day} stored by run {run_id} is not in {self.bodies.where} (was "
+                "RECONCILIATION_STORAGE_URL changed since, or the file deleted?)"
+            ) from None
         if len(frame) != entry.row_count:
             raise FrameDamagedError(
                 f"{name} of {day} stored by run {run_id} reads back {len(frame)} row(s), but "

@@ -534,6 +534,20 @@ def test_a_frame_with_rows_deleted_behind_the_stores_back_is_damaged(store: Fram
     assert all(s in str(e.value) for s in ("snap", DAY_1, "run-a"))
 
 
+def test_a_frame_whose_rows_are_no_longer_where_the_storage_points_is_damaged(
+    catalog: sa.Engine, tmp_path: Path
+) -> None:
+    """The storage setting changed after the frame was written: the catalog still lists it."""
+    before = FrameStore(catalog, open_frame_bodies(str(tmp_path / "before"), catalog))
+    before.write("snap", DAY_1, "run-a", _numbers(1, 2, 3))
+    moved = FrameStore(catalog, open_frame_bodies(str(tmp_path / "after"), catalog))
+
+    with pytest.raises(FrameDamagedError, match="RECONCILIATION_STORAGE_URL changed") as e:
+        moved.read("snap", DAY_1, "run-a")
+
+    assert all(s in str(e.value) for s in ("snap", DAY_1, "run-a", str(tmp_path / "after")))
+
+
 # --- Retention ---------------------------------------------------------------------------------
 
 LONG_AGO = dt.datetime(2000, 1, 1)
