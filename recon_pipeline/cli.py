@@ -39,7 +39,7 @@ concurrency:
       - key: "recon/lock"
         limit: 1
   pools:
-    # recon_fixes: only one step applies fixes at a time, backfills included (SPEC §6)
+    # recon_fixes: only one step applies fixes at a time, backfills included (docs/behaviour.md §4)
     default_limit: 1
 """
 # `recon-pipeline run`: the run succeeded, but another run kept it from applying fixes.

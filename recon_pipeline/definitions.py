@@ -1,4 +1,5 @@
-"""The code location: `defs` is what `dagster dev` and `workspace.yaml` load (SPEC §10).
+"""The code location: `defs` is what `dagster dev` and `workspace.yaml` load
+(docs/behaviour.md §12).
 
 Settings are read and validated once, here: a bad value stops the location from loading with a
 message naming the variable. Secrets are bound as `EnvVar`s so their values never enter run

@@ -1,5 +1,5 @@
-"""Carry out planned fix actions (SPEC §5): one Discord call per role change, one UPDATE per stale
-status, each result recorded durably before the next action starts.
+"""Carry out planned fix actions (docs/behaviour.md §3): one Discord call per role change, one
+UPDATE per stale status, each result recorded durably before the next action starts.
 
 Recording each step as it happens is what makes a re-executed run safe: a role change is noted
 as pending before its call and as fixed or failed after it, and a status write commits together

@@ -1,4 +1,4 @@
-"""Validated settings from the environment (SPEC §8).
+"""Validated settings from the environment (docs/behaviour.md §11).
 
 One `Settings` object holds every variable. `load_settings()` turns pydantic's errors into one
 `SettingsError` whose lines name each bad variable, its value (never a secret's, and never the

@@ -1,6 +1,6 @@
-"""A plain, per-member reference implementation of SPEC §3–§4, used as a test oracle.
+"""A plain, per-member reference implementation of docs/behaviour.md §1, §2, used as a test oracle.
 
-Written for obviousness, not speed: loops and dicts, straight from the spec's wording, sharing
+Written for obviousness, not speed: loops and dicts, straight from the document's wording, sharing
 nothing with the engine but the vocabulary (enum values and column names).
 """
 
@@ -57,7 +57,8 @@ def reference_drift_issues(
     guild_roles: pd.DataFrame,
     policy: AccessPolicy,
 ) -> list[dict[str, Any]]:
-    """The issues the spec calls for, as dicts keyed by `IssueCol` names, in the spec's order."""
+    """The issues the rules call for, as dicts keyed by `IssueCol` names, in the table's order
+    (docs/behaviour.md §2)."""
     squire, knight, lord, debtor = policy.roles.names()
     managed_names = {squire, knight, lord, debtor}
     role_name_by_id: dict[int, str] = {}
@@ -257,7 +258,8 @@ def _created(value: Any) -> int:
 
 
 def sort_key(issue: dict[str, Any]) -> tuple:
-    """The engine's row order: type as listed in the spec, then member, team and Discord ids."""
+    """The engine's row order: type as listed in docs/behaviour.md §2, then member, team and
+    Discord ids."""
 
     def missing_first(value: str | None) -> tuple[int, str]:
         return (0, "") if value is None else (1, value)

@@ -1,4 +1,5 @@
-"""Settings from the environment (SPEC §8): defaults, parsing, refusals, secrets, immutability.
+"""Settings from the environment (docs/behaviour.md §11): defaults, parsing, refusals, secrets,
+immutability.
 
 Every test passes its own `environ`, so whatever the process environment holds never matters
 (except in the one test that proves the process environment is the default source).

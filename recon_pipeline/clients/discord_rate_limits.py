@@ -1,5 +1,6 @@
-"""Discord's rate limits as a client must honour them (PROTOCOLS: per-route buckets keyed with
-the major parameter, learned from `X-RateLimit-Bucket`; the global pause; 50 requests/s)."""
+"""Discord's rate limits as a client must honour them (as Discord documents them: per-route
+buckets keyed with the major parameter, learned from `X-RateLimit-Bucket`; the global pause; 50
+requests/s)."""
 
 from __future__ import annotations
 

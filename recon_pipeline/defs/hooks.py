@@ -1,4 +1,4 @@
-"""Every run leaves its record, failed and cancelled runs included (SPEC §6).
+"""Every run leaves its record, failed and cancelled runs included (docs/behaviour.md §5).
 
 A failed step writes the run's `ReconciliationRun` row (unless the run already wrote one) and
 its failure; the hook sits on every asset, so runs launched from the asset graph are covered

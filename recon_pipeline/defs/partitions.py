@@ -1,4 +1,4 @@
-"""Daily partitions in the configured time zone (SPEC §6).
+"""Daily partitions in the configured time zone (docs/behaviour.md §6, §8).
 
 A run fills the local date on which it takes its snapshots, so today's partition must exist:
 `end_offset=1` adds it (by default Dagster's newest partition is the last complete day).

@@ -199,7 +199,7 @@ class NotifierResource(dg.ConfigurableResource):
             return f"failed: {text}"
 
         sent = {"email": "not configured", "discord": "not configured"}
-        # A notice never fails the run (SPEC §7), whatever a channel raises.
+        # A notice never fails the run (docs/behaviour.md §9), whatever a channel raises.
         if self.admin_email:
             try:
                 sent["email"] = self._email(notice, log)

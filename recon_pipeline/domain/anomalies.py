@@ -1,8 +1,8 @@
 """Bad data in the snapshots: what to warn about, and which fixes it makes unsafe.
 
-The drift engine decides each member on its own (SPEC §4). Some kinds of bad data would turn
-that into a wrong change, so their fixes are withheld (the issue is still reported, with the
-reason in its description):
+The drift engine decides each member on its own (docs/behaviour.md §2). Some kinds of bad data
+would turn that into a wrong change, so their fixes are withheld (the issue is still reported,
+with the reason in its description; docs/behaviour.md §4):
 
 - one Discord account linked to several member records: each record would pull the account's
   roles its own way (a paying member's role removed because a lapsed record shares the id, then
@@ -209,8 +209,8 @@ def _unknown_statuses_of_billing_customers(
     """Per issue, the statuses recon_pipeline does not know among its billing customer's
     subscriptions, as a sorted tuple; missing when there are none.
 
-    The billing customer (SPEC §3) is the team's when the issue names a team (the engine names
-    only teams that exist), else the member's own.
+    The billing customer (docs/behaviour.md §1) is the team's when the issue names a team (the
+    engine names only teams that exist), else the member's own.
     """
     found = pd.Series(None, index=issues.index, dtype=object)
     status = subscriptions[SubscriptionCol.STATUS]

@@ -1,8 +1,8 @@
 """The drift engine: snapshots of Stripe, the membership database and Discord → drift issue table.
 
-Pure functions over pandas frames (SPEC §3–§4). Managed roles are handled as bit masks (one bit per
-managed role) so that "expected vs actual role set" is integer arithmetic over whole columns; no
-Python loop runs per member.
+Pure functions over pandas frames (docs/behaviour.md §1, §2). Managed roles are handled as bit
+masks (one bit per managed role) so that "expected vs actual role set" is integer arithmetic over
+whole columns; no Python loop runs per member.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def find_drift_issues(
     guild_roles: pd.DataFrame,
     policy: AccessPolicy,
 ) -> pd.DataFrame:
-    """Compute the drift issue table (SPEC §4) from the three systems' snapshots.
+    """Compute the drift issue table (docs/behaviour.md §2) from the three systems' snapshots.
 
     Args:
         members: `"Member"` rows (`MemberCol`).
@@ -119,7 +119,8 @@ class _Customers:
         self._statuses = statuses
 
     def status_fix(self, codes: np.ndarray) -> np.ndarray:
-        """The value a STALE_DATABASE_STATUS fix writes for each customer code (SPEC §4)."""
+        """The value a STALE_DATABASE_STATUS fix writes for each customer code
+        (docs/behaviour.md §2)."""
         stripe = pd.Series(_take(self._statuses, self.reported_row[codes]), dtype="str")
         fix = stripe.map(STRIPE_TO_DATABASE_STATUS).fillna(SubscriptionStatus.CANCELLED.value)
         return fix.where(stripe.notna(), SubscriptionStatus.NONE.value).to_numpy(dtype=object)
@@ -131,7 +132,7 @@ def _summarize_customers(
     n_codes: int,
     granting_statuses: frozenset[str],
 ) -> _Customers:
-    """Entitlement and reported subscription per customer (SPEC §3).
+    """Entitlement and reported subscription per customer (docs/behaviour.md §1).
 
     The reported subscription is the newest granting one, else the newest one; newest means the
     latest `created`, ties broken by the larger subscription id.

@@ -1,5 +1,5 @@
-"""Fix planning (SPEC §5): issue table → one action per role change or status write, the
-blast-radius guard, and each issue's outcome once the actions have run.
+"""Fix planning (docs/behaviour.md §3, §4): issue table → one action per role change or status
+write, the blast-radius guard, and each issue's outcome once the actions have run.
 
 Pure functions over frames; the caller performs the actions and hands back their results.
 """

@@ -1,4 +1,5 @@
-"""Admin notices (SPEC §7): what a run tells the admins, as email text and a Discord message.
+"""Admin notices (docs/behaviour.md §9): what a run tells the admins, as email text and a
+Discord message.
 
 A notice goes out when a run found issues, failed, or tripped the guard; a clean run sends
 nothing. It gives the issue count, whether fixes ran and how many held, per type the count and

@@ -1,4 +1,5 @@
-"""The access policy (SPEC §3) and the vocabulary shared by the engine and its callers."""
+"""The access policy (docs/behaviour.md §1) and the vocabulary shared by the engine and its
+callers."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class SeatTier(StrEnum):
     TEAM_MEMBER = "TEAM_MEMBER"
 
 
-# SPEC §4: the database check is fixed, whatever statuses grant access in Stripe.
+# docs/behaviour.md §1: the database check is fixed, whatever statuses grant access in Stripe.
 DATABASE_GRANTING_STATUSES = frozenset(
     {SubscriptionStatus.TRIALING, SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE}
 )

@@ -1,4 +1,5 @@
-"""Verification (SPEC §6): which of a run's fixed issues are still there in fresh snapshots."""
+"""Verification (docs/behaviour.md §7): which of a run's fixed issues are still there in fresh
+snapshots."""
 
 from __future__ import annotations
 

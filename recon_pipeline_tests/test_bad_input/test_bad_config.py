@@ -1,4 +1,4 @@
-"""Bad configuration through the public interfaces (SPEC §8, §10).
+"""Bad configuration through the public interfaces (docs/behaviour.md §11, §12).
 
 Each bad value is tried twice: loading the code location (`recon_pipeline/definitions.py`, run
 as Dagster imports it) must refuse with a message naming the variable, its value and what is

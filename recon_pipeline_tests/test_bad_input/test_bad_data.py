@@ -146,7 +146,7 @@ def test_member_whose_team_id_names_no_team_is_billed_as_themselves(
         members=[
             # Pays on their own account: keeps the role.
             member("m_pays", discord_id="1001", customer="cus_own", team="t_deleted"),
-            # Nothing of their own: holds a role without paying (SPEC §3), so it goes.
+            # Nothing of their own: holds a role without paying (docs/behaviour.md §1), so it goes.
             member("m_free", discord_id="1002", customer=None, team="t_deleted", status="NONE"),
         ],
         subs=[sub("cus_own", "active")],
@@ -279,7 +279,7 @@ def test_empty_string_ids(database_url: str, monkeypatch: pytest.MonkeyPatch) ->
             "Discord id '' is not a Discord id"
             in (issues["NOT_IN_GUILD", "m_blank_discord"]["description"])
         )
-        # No Stripe customer, no subscription: not paying (SPEC §3), so the role goes.
+        # No Stripe customer, no subscription: not paying (docs/behaviour.md §1), so the role goes.
         assert role_calls(pipeline) == [("DELETE", "1002", LORD)]
 
 

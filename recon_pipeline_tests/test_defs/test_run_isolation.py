@@ -1,6 +1,6 @@
 """Runs own their snapshots; fixes come only from a run's own, complete and fresh snapshots, under
-the fixing lease (SPEC §11). The real job, in process, against the emulators, on SQLite and a
-throwaway PostgreSQL."""
+the fixing lease (docs/behaviour.md §4, §10). The real job, in process, against the emulators,
+on SQLite and a throwaway PostgreSQL."""
 
 from __future__ import annotations
 

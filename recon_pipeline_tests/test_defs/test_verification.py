@@ -1,4 +1,4 @@
-"""Verification runs and `verification_sensor` (SPEC §6)."""
+"""Verification runs and `verification_sensor` (docs/behaviour.md §7)."""
 
 from __future__ import annotations
 

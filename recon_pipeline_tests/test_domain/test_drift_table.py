@@ -1,4 +1,5 @@
-"""The drift engine, one case per row of SPEC §4 and per deliberate difference from the original.
+"""The drift engine, one case per row of docs/behaviour.md §2 and per deliberate difference from
+the original app.
 
 Each case is a small community and the exact issues expected of it, projected to
 (type, severity, member, team, Discord id, roles to add, roles to remove, status fix).

@@ -1,4 +1,5 @@
-"""Fix planning (SPEC §5): the blast-radius guard, one action per change, and issue outcomes.
+"""Fix planning (docs/behaviour.md §3, §4): the blast-radius guard, one action per change, and
+issue outcomes.
 
 The community below has one issue of every drift type, so each planning rule is checked against
 issues the engine really produces rather than hand-made rows.

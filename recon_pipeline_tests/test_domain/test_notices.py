@@ -54,7 +54,7 @@ def test_notice_groups_by_type_with_counts_examples_fix_status_and_link() -> Non
     assert "ROLE_MISMATCH example 2" in text and "ROLE_MISMATCH example 3" not in text
     assert "… and 2 more" in text
     assert text.splitlines()[-1] == "Run: http://ui.example/runs/run-123"
-    # types in the spec's order
+    # types in the order of docs/behaviour.md §2
     assert text.index("ROLE_MISMATCH:") < text.index("NOT_IN_GUILD:")
 
 

@@ -67,7 +67,7 @@ EXECUTORS = {
         CELERY_DOCKER_EXECUTOR_FIELDS,
     ),
 }
-# What a run cannot do without (README: Configuration; DAGSTER.md §8)
+# What a run cannot do without (README: Configuration; docs/deployment.md §2)
 RUN_NEEDS = {
     "DAGSTER_POSTGRES_USER",
     "DAGSTER_POSTGRES_PASSWORD",

@@ -1,6 +1,6 @@
 """Two runs that may fix, launched at the same moment on each launch path: one fixes, once.
 
-At most one run applies fixes at a time, whoever launched it (SPEC §5, §6, §11). Each test
+At most one run applies fixes at a time, whoever launched it (docs/behaviour.md §4). Each test
 starts two fixing runs together on one Dagster instance and one membership database, through
 the paths an operator has: two `recon-pipeline run --auto-fix` commands on a fresh
 DAGSTER_HOME, a command beside a launch from the UI (GraphQL, against `dagster dev`), and a

@@ -1,4 +1,5 @@
-"""The Discord emulator speaks the protocol the real API does (PROTOCOLS §1 and §4), over HTTP.
+"""The Discord emulator speaks the protocol the real API does (the parts of Discord's REST API v10
+the pipeline uses: member and role listing, role changes, messages, errors, rate limits), over HTTP.
 
 Every test talks plain httpx to the emulator on loopback. One server serves the whole module and
 each test swaps in a fresh emulator; the rate limits run on a fake clock the test advances, so

@@ -85,7 +85,7 @@ def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         policy: ReconciliationPolicyResource,
     ):  # no return annotation: with check_specs Dagster reads one as the output's type
         """One row per drift issue: who should hold which role, who holds it, which cached
-        status is stale (SPEC §4). Computed from the day's stored snapshots only."""
+        status is stale (docs/behaviour.md §2). Computed from the day's stored snapshots only."""
         try:
             issues = find_drift_issues(
                 members=membership_members,
