@@ -417,7 +417,10 @@ def _peak(record: dict[str, Any]) -> float:
 
 
 def render_markdown(
-    records: list[dict[str, Any]], commands: list[str], baseline: str = "before"
+    records: list[dict[str, Any]],
+    commands: list[str],
+    baseline: str = "before",
+    compared: str | None = None,
 ) -> str:
     """One table of every configuration's latest run per label, plus before/after walls."""
     latest: dict[tuple[str, str, str, float, int], dict[str, Any]] = {}
@@ -467,6 +470,8 @@ def render_markdown(
         )
     newest = {k[0]: r["date"] for k, r in sorted(latest.items(), key=lambda kv: kv[1]["date"])}
     others = [label for label in newest if label != baseline]
+    if compared is not None:
+        others = [label for label in others if label == compared]
     if baseline in newest and others:
         after = others[-1]
         lines += [
@@ -536,6 +541,9 @@ def main() -> None:
     parser.add_argument(
         "--baseline", default="before", help="label the newest other label is compared with"
     )
+    parser.add_argument(
+        "--compare", default=None, help="the label compared with --baseline (default: the newest)"
+    )
     parser.add_argument("--profile-dir", type=Path, help="write a cProfile of each job run here")
     args = parser.parse_args()
 
@@ -545,7 +553,7 @@ def main() -> None:
     if args.markdown:
         paths = [*([args.output] if args.output else []), *args.inputs]
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        text = render_markdown(_load(paths), args.commands, args.baseline)
+        text = render_markdown(_load(paths), args.commands, args.baseline, args.compare)
         if args.notes:
             text += "\n" + args.notes.read_text()
         args.markdown.write_text(text)
