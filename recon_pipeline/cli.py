@@ -228,34 +228,56 @@ def _demo_environment() -> dict[str, str]:
     }
 
 
+SANDBOX_PACKAGES = ("starlette", "uvicorn")  # the `sandbox` extra
+
+
+class SandboxMissingError(RuntimeError):
+    """The emulators' server packages are not installed."""
+
+
+def _sandbox_demo():
+    """`recon_pipeline.sandbox.demo`, which needs the `sandbox` extra."""
+    try:
+        from recon_pipeline.sandbox import demo
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if package not in SANDBOX_PACKAGES:
+            raise
+        raise SandboxMissingError(
+            f"the Stripe and Discord emulators need {package!r}, which a production install "
+            "leaves out; install them with: pip install 'recon_pipeline[sandbox]'"
+        ) from None
+    return demo
+
+
 def _seed_demo_database() -> None:
     from recon_pipeline.defs.resources import open_engine
-    from recon_pipeline.sandbox.demo import demo_community, seed_membership_db
+
+    demo = _sandbox_demo()
 
     database = DEMO_DIR / "membership.sqlite3"
     database.unlink(missing_ok=True)
     engine = open_engine(_demo_environment()["DATABASE_URL"])
     try:
-        seed_membership_db(engine, demo_community())
+        demo.seed_membership_db(engine, demo.demo_community())
     finally:
         engine.dispose()
 
 
 def _demo(_: argparse.Namespace) -> int:
-    from recon_pipeline.sandbox.demo import demo_community, running_sandbox
-
+    demo = _sandbox_demo()
     started = time.monotonic()
     os.environ.update(_demo_environment())
     _set_up_instance(_ensure_dagster_home(DEMO_DIR / "dagster_home"))
     _seed_demo_database()
-    community = demo_community()
+    community = demo.demo_community()
     print(
         f"Demo community: {len(community.members)} members, {len(community.teams)} teams, "
         f"{len(community.subscriptions)} Stripe subscriptions, "
         f"{community.guild_member_roles['discord_id'].nunique()} Discord accounts "
         f"(SQLite in {DEMO_DIR}/, emulators on loopback)\n"
     )
-    with running_sandbox(community) as sandbox:
+    with demo.running_sandbox(community) as sandbox:
         os.environ.update(sandbox.env())
         outcomes = []
         for title, auto_fix in (
@@ -281,15 +303,14 @@ def _demo(_: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from recon_pipeline.sandbox.demo import demo_community, running_sandbox
-
+    demo = _sandbox_demo()
     env = _demo_environment()
     os.environ.update(env)
     _ensure_dagster_home(DEMO_DIR / "dagster_home")
     if not args.keep_data:
         _seed_demo_database()
-    with running_sandbox(
-        demo_community(), stripe_port=args.stripe_port, discord_port=args.discord_port
+    with demo.running_sandbox(
+        demo.demo_community(), stripe_port=args.stripe_port, discord_port=args.discord_port
     ) as sandbox:
         env.update(sandbox.env())
         env_file = DEMO_DIR / "sandbox.env"
@@ -373,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (SettingsError, DatabaseUrlError) as exc:
+    except (SettingsError, DatabaseUrlError, SandboxMissingError) as exc:
         print(f"recon-pipeline: {exc}", file=sys.stderr)
         return 2
     except sa.exc.OperationalError as exc:

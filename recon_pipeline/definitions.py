@@ -50,13 +50,26 @@ def build_resources(settings: Settings) -> dict[str, object]:
         guild_id=settings.DISCORD_GUILD_ID or "",
         api_base=settings.DISCORD_API_BASE,
     )
+    membership_db = MembershipDbResource(**storage)
+    policy = ReconciliationPolicyResource(
+        squire_role=settings.DISCORD_ROLE_SQUIRE,
+        knight_role=settings.DISCORD_ROLE_KNIGHT,
+        lord_role=settings.DISCORD_ROLE_LORD,
+        debtor_role=settings.DISCORD_ROLE_DEBTOR,
+        granting_statuses=list(settings.RECONCILIATION_GRANTING_STATUSES),
+        exempt_discord_ids=list(settings.RECONCILIATION_EXEMPT_DISCORD_IDS),
+        auto_fix=settings.RECONCILIATION_AUTO_FIX,
+        guard_floor=settings.RECONCILIATION_GUARD_FLOOR,
+        guard_fraction=settings.RECONCILIATION_GUARD_FRACTION,
+        timezone=settings.RECONCILIATION_TIMEZONE,
+        max_snapshot_age_minutes=settings.RECONCILIATION_MAX_SNAPSHOT_AGE_MINUTES,
+        retention_days=settings.RECONCILIATION_SNAPSHOT_RETENTION_DAYS,
+        lease_wait_minutes=settings.RECONCILIATION_LEASE_WAIT_MINUTES,
+        lease_ttl_seconds=settings.RECONCILIATION_LEASE_TTL_SECONDS,
+    )
     return {
-        "membership_db": MembershipDbResource(**storage),
-        "io_manager": FrameStoreIOManager(
-            **storage,
-            timezone=settings.RECONCILIATION_TIMEZONE,
-            retention_days=settings.RECONCILIATION_SNAPSHOT_RETENTION_DAYS,
-        ),
+        "membership_db": membership_db,
+        "io_manager": FrameStoreIOManager(membership_db=membership_db, policy=policy),
         "stripe": StripeResource(
             secret_key=dg.EnvVar("STRIPE_SECRET_KEY"),
             api_base=settings.STRIPE_API_BASE,
@@ -74,23 +87,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
             smtp_starttls=settings.SMTP_STARTTLS,
             admin_channel_id=settings.DISCORD_ADMIN_CHANNEL_ID,
             webserver_url=settings.DAGSTER_WEBSERVER_URL,
+            discord=discord,
         ),
-        "policy": ReconciliationPolicyResource(
-            squire_role=settings.DISCORD_ROLE_SQUIRE,
-            knight_role=settings.DISCORD_ROLE_KNIGHT,
-            lord_role=settings.DISCORD_ROLE_LORD,
-            debtor_role=settings.DISCORD_ROLE_DEBTOR,
-            granting_statuses=list(settings.RECONCILIATION_GRANTING_STATUSES),
-            exempt_discord_ids=list(settings.RECONCILIATION_EXEMPT_DISCORD_IDS),
-            auto_fix=settings.RECONCILIATION_AUTO_FIX,
-            guard_floor=settings.RECONCILIATION_GUARD_FLOOR,
-            guard_fraction=settings.RECONCILIATION_GUARD_FRACTION,
-            timezone=settings.RECONCILIATION_TIMEZONE,
-            max_snapshot_age_minutes=settings.RECONCILIATION_MAX_SNAPSHOT_AGE_MINUTES,
-            retention_days=settings.RECONCILIATION_SNAPSHOT_RETENTION_DAYS,
-            lease_wait_minutes=settings.RECONCILIATION_LEASE_WAIT_MINUTES,
-            lease_ttl_seconds=settings.RECONCILIATION_LEASE_TTL_SECONDS,
-        ),
+        "policy": policy,
     }
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from recon_pipeline.clients.fixing_lease import FixingLease
+from recon_pipeline.clients.membership_db import utcnow
 from recon_pipeline.domain.fix_gate import (
     Withheld,
     WithheldCode,
@@ -156,7 +157,7 @@ def run_fixing_step(
         chain=request.chain,
         inputs=inputs,
         snapshot_problems=issues.attrs.get(COMPLETENESS),
-        now=now or _utcnow(),
+        now=now or utcnow(),
         max_age=settings.max_snapshot_age,
     )
     changes = 0
@@ -232,7 +233,3 @@ def _fix_under_lease(
         return results, None, changes
     finally:
         lease.release(changes)
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

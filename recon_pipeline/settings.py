@@ -34,8 +34,6 @@ from recon_pipeline.clients.membership_db import DatabaseUrlError, parse_databas
 from recon_pipeline.domain.policy import (
     DEFAULT_GRANTING_STATUSES,
     STRIPE_SUBSCRIPTION_STATUSES,
-    AccessPolicy,
-    ManagedRoles,
 )
 
 DEFAULT_DATA_DIR = Path("data")
@@ -368,19 +366,6 @@ class Settings(BaseModel):
         for name, value in super().__repr_args__():
             hide = name in URL_VARIABLES and isinstance(value, str)
             yield name, hide_url_password(value) if hide else value
-
-    def access_policy(self) -> AccessPolicy:
-        """The engine's view of these settings."""
-        return AccessPolicy(
-            roles=ManagedRoles(
-                squire=self.DISCORD_ROLE_SQUIRE,
-                knight=self.DISCORD_ROLE_KNIGHT,
-                lord=self.DISCORD_ROLE_LORD,
-                debtor=self.DISCORD_ROLE_DEBTOR,
-            ),
-            granting_statuses=frozenset(self.RECONCILIATION_GRANTING_STATUSES),
-            exempt_discord_ids=frozenset(self.RECONCILIATION_EXEMPT_DISCORD_IDS),
-        )
 
 
 _ROLE_VARIABLES = (

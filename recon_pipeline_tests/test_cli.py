@@ -127,3 +127,31 @@ def test_demo_runs_on_a_fresh_checkout_with_no_configuration(tmp_path: Path) -> 
     assert "NOT_IN_GUILD" in again
     assert "MISSING_ACCESS" not in again and "STALE_DATABASE_STATUS" not in again
     assert (tmp_path / "data" / "demo" / "membership.sqlite3").exists()
+
+
+@pytest.mark.parametrize("command", ["demo", "sandbox"])
+@pytest.mark.parametrize("package", ["starlette", "uvicorn"])
+def test_sandbox_commands_without_the_sandbox_extra_say_what_to_install(
+    command: str, package: str, tmp_path: Path
+) -> None:
+    # A production install leaves the emulators' server packages out; hiding one from the
+    # import system is what such an install looks like to the command.
+    hide_and_run = (
+        f"import sys; sys.modules[{package!r}] = None; "
+        f"from recon_pipeline.cli import main; sys.exit(main([{command!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide_and_run],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert f"need {package!r}" in result.stderr
+    assert "pip install 'recon_pipeline[sandbox]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing set up before the refusal

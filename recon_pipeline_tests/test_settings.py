@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from recon_pipeline.definitions import build_resources
 from recon_pipeline.domain.policy import AccessPolicy, ManagedRoles
 from recon_pipeline.settings import (
     SECRET_VARIABLES,
@@ -69,7 +70,7 @@ def test_load_settings_empty_environment_gives_spec_defaults() -> None:
 
 
 def test_load_settings_empty_environment_gives_the_default_access_policy() -> None:
-    assert load_settings({}).access_policy() == AccessPolicy()
+    assert build_resources(load_settings({}))["policy"].access_policy() == AccessPolicy()
 
 
 @pytest.mark.parametrize("blank", ["", "   "])
@@ -225,7 +226,7 @@ def test_settings_access_policy_reflects_roles_statuses_and_exempt_ids() -> None
         }
     )
 
-    assert settings.access_policy() == AccessPolicy(
+    assert build_resources(settings)["policy"].access_policy() == AccessPolicy(
         roles=ManagedRoles(squire="Page", knight="Paladin", lord="Baron", debtor="Pauper"),
         granting_statuses=frozenset({"active", "trialing"}),
         exempt_discord_ids=frozenset({"111", "222"}),

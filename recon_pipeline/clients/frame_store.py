@@ -33,6 +33,7 @@ from recon_pipeline.clients.membership_db import (
     PREFIX,
     frame_choice_table,
     stored_frame_table,
+    utcnow,
 )
 from recon_pipeline.domain.provenance import STORED
 
@@ -108,7 +109,7 @@ class FrameStore:
         attrs = {k: v for k, v in frame.attrs.items() if k != STORED}
         json.dumps(attrs)  # fail here, before any row is written, if attrs cannot be stored
         self.bodies.write(name, day, run_id, frame, columns)
-        entry = StoredFrame(name, day, run_id, columns, len(frame), _utcnow(), attrs)
+        entry = StoredFrame(name, day, run_id, columns, len(frame), utcnow(), attrs)
         with self.catalog.begin() as conn:
             _upsert_entry(conn, entry)
         return entry
@@ -249,10 +250,6 @@ def _upsert_entry(conn: sa.Connection, entry: StoredFrame) -> None:
     keys = ["frame_name", "partition_key", "run_id"]
     changes = {k: stmt.excluded[k] for k in values if k not in keys}
     conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes))
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def adopt_day_keyed_frames(engine: sa.Engine) -> int:

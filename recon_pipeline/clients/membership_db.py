@@ -509,10 +509,11 @@ def fix_notes(conn: sa.Connection, scope_id: str) -> pd.DataFrame:
 
 def record_fix_action(conn: sa.Connection, scope_id: str, values: dict[str, object]) -> None:
     """Record (or update) one action's outcome under `scope_id`."""
-    _upsert(conn, fix_action_table, {"run_id": scope_id, **values, "applied_at": _utcnow()})
+    _upsert(conn, fix_action_table, {"run_id": scope_id, **values, "applied_at": utcnow()})
 
 
-def _utcnow() -> dt.datetime:
+def utcnow() -> dt.datetime:
+    """Now in UTC without a zone, as Prisma's DateTime columns hold it."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 

@@ -15,16 +15,17 @@ import dataclasses
 import datetime as dt
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
 from recon_pipeline.clients.frame_store import FrameStore
-from recon_pipeline.clients.membership_db import RunRecord, write_failed_run_record
+from recon_pipeline.clients.membership_db import RunRecord, utcnow, write_failed_run_record
 from recon_pipeline.defs import run_tags
+from recon_pipeline.defs.fix_config import launched_auto_fix
 from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.defs.resources import (
-    DiscordResource,
     MembershipDbResource,
     NotifierResource,
     ReconciliationPolicyResource,
@@ -32,6 +33,7 @@ from recon_pipeline.defs.resources import (
 from recon_pipeline.domain.fixes import issue_outcomes, plan_fix_actions
 from recon_pipeline.domain.notices import compose_notice
 from recon_pipeline.domain.report import RunSummary, issues_json
+from recon_pipeline.fix_step import decision_of
 from recon_pipeline.fixing import results_from_notes
 
 # Frames whose row count a failed run's record shows, by the record's field.
@@ -60,67 +62,91 @@ def failure_text(step_key: str | None, error: BaseException | None) -> str:
     return f"step {step_key} failed: {reason}" if step_key else reason
 
 
-def requested_auto_fix(run: dg.DagsterRun | None, default: bool) -> bool:
-    """The auto-fix a run was launched with: its launch config, else the deployment's."""
-    tags = run.tags if run else {}
-    if run_tags.AUTO_FIX in tags:  # set once the fixing step decided
-        return tags[run_tags.AUTO_FIX] == "true"
-    ops = (run.run_config or {}).get("ops", {}) if run else {}
-    chosen = ops.get("reconciliation_fixes", {}).get("config", {}).get("auto_fix")
-    return default if chosen is None else bool(chosen)
+@dataclass(frozen=True)
+class FailureRecorder:
+    """Writes failed runs' records and tells the admins, with the run's resources."""
+
+    membership_db: MembershipDbResource
+    policy: ReconciliationPolicyResource
+    notifier: NotifierResource
+
+    def record(
+        self,
+        instance: dg.DagsterInstance,
+        run_id: str,
+        failure: str,
+        log: dg.DagsterLogManager,
+        *,
+        append: bool = True,
+        notify: bool = True,
+    ) -> RunRecord:
+        """Write what is known of a failed run: what it stored (counts, and the issues with
+        their outcomes when its fixing step finished), and why it failed.
+
+        With `append`, a failure already recorded for the run is kept and this one added to
+        it; without, an existing record is left as it is. When the database cannot be written
+        the admins are still told (once) and the error is raised.
+        """
+        run = instance.get_run_by_id(run_id)
+        known = _known_of(instance, run_id, run, failure, self.policy.auto_fix)
+        chain = run_tags.run_chain(instance, run) if run else frozenset({run_id})
+        scope = run_tags.fix_scope(run) if run else run_id
+        try:
+            with self.membership_db.frame_store() as store:
+                stored = _stored_by(store, chain, scope, known.partition_key)
+                record = dataclasses.replace(known, **stored)
+                with store.catalog.begin() as conn:
+                    first = write_failed_run_record(conn, record, append=append)
+        except Exception:
+            if notify:
+                self._notify_once(instance, run, known, log)
+            raise
+        if first and notify:
+            self._notify_once(instance, run, record, log)
+        return record
+
+    def _notify_once(
+        self,
+        instance: dg.DagsterInstance,
+        run: dg.DagsterRun | None,
+        record: RunRecord,
+        log: dg.DagsterLogManager,
+    ) -> None:
+        if run is None or run.tags.get(run_tags.FAILURE_NOTIFIED) == "true":
+            return
+        # A failed recomputation of a past day stays quiet: it made no outside call.
+        partition = run.tags.get(run_tags.PARTITION)
+        if partition is not None and partition != local_day(self.policy.timezone):
+            return
+        notice = compose_notice(
+            {**record.app_row(), "failure": record.failure},
+            run_url=self.notifier.run_url(run.run_id),
+        )
+        self.notifier.send(notice, log)
+        instance.add_run_tags(run.run_id, {run_tags.FAILURE_NOTIFIED: "true"})
 
 
-def record_failure(
+def _known_of(
     instance: dg.DagsterInstance,
     run_id: str,
+    run: dg.DagsterRun | None,
     failure: str,
-    membership_db: MembershipDbResource,
-    policy: ReconciliationPolicyResource,
-    notifier: NotifierResource,
-    discord: DiscordResource,
-    log: dg.DagsterLogManager,
-    *,
-    append: bool = True,
-    notify: bool = True,
+    default_auto_fix: bool,
 ) -> RunRecord:
-    """Write what is known of a failed run: what it stored (counts, and the issues with their
-    outcomes when its fixing step finished), and why it failed.
-
-    With `append`, a failure already recorded for the run is kept and this one added to it;
-    without, an existing record is left as it is. When the database cannot be written the
-    admins are still told (once) and the error is raised.
-    """
-    run = instance.get_run_by_id(run_id)
+    """What the run itself tells; what it stored is added when the database can be read."""
     tags = run.tags if run else {}
-    partition = tags.get(run_tags.PARTITION)
-    # What the run itself tells; what it stored is added when the database can be read.
-    known = RunRecord(
+    return RunRecord(
         run_id=run_id,
         job_name=run.job_name if run else "",
         started_at=run_tags.run_started_at(instance, run_id),
-        completed_at=run_tags.utcnow(),
+        completed_at=utcnow(),
         triggered_by=run_tags.triggered_by(tags),
-        auto_fix_enabled=requested_auto_fix(run, policy.auto_fix),
+        auto_fix_enabled=launched_auto_fix(run, default_auto_fix) if run else default_auto_fix,
         is_verification_run=tags.get(run_tags.TRIGGERED_BY) == "verification",
-        partition_key=partition,
+        partition_key=tags.get(run_tags.PARTITION),
         parent_run_id=tags.get(run_tags.PARENT_RUN_ID),
         failure=failure,
     )
-    chain = run_tags.run_chain(instance, run) if run else frozenset({run_id})
-    scope = run_tags.fix_scope(run) if run else run_id
-    try:
-        with membership_db.frame_store() as store:
-            stored = _stored_by(store, chain, scope, partition)
-            record = dataclasses.replace(known, **stored)
-            with store.catalog.begin() as conn:
-                first = write_failed_run_record(conn, record, append=append)
-    except Exception:
-        if notify:
-            _notify_once(instance, run, known, policy, notifier, discord, log)
-        raise
-    if first and notify:
-        _notify_once(instance, run, record, policy, notifier, discord, log)
-    return record
 
 
 def _stored_by(
@@ -139,6 +165,9 @@ def _stored_by(
             stored[field] = latest[name].row_count
     if _FIXES_FRAME in latest:
         fixes = store.read(_FIXES_FRAME, partition, latest[_FIXES_FRAME].run_id)
+        decision = decision_of(fixes)
+        if decision is not None:  # what the fixing step decided outranks the launch config
+            stored["auto_fix_enabled"] = decision.auto_fix
     elif _DRIFT_FRAME in latest:
         drift = store.read(_DRIFT_FRAME, partition, latest[_DRIFT_FRAME].run_id)
         actions = plan_fix_actions(drift)
@@ -154,43 +183,14 @@ def _stored_by(
     return stored
 
 
-def _notify_once(
-    instance: dg.DagsterInstance,
-    run: dg.DagsterRun | None,
-    record: RunRecord,
-    policy: ReconciliationPolicyResource,
-    notifier: NotifierResource,
-    discord: DiscordResource,
-    log: dg.DagsterLogManager,
-) -> None:
-    if run is None or run.tags.get(run_tags.FAILURE_NOTIFIED) == "true":
-        return
-    # A failed recomputation of a past day stays quiet: it made no outside call.
-    partition = run.tags.get(run_tags.PARTITION)
-    if partition is not None and partition != local_day(policy.timezone):
-        return
-    notice = compose_notice(
-        {**record.app_row(), "failure": record.failure}, run_url=notifier.run_url(run.run_id)
-    )
-    notifier.send(notice, log, discord=discord)
-    instance.add_run_tags(run.run_id, {run_tags.FAILURE_NOTIFIED: "true"})
-
-
-@dg.failure_hook(required_resource_keys={"membership_db", "policy", "notifier", "discord"})
+@dg.failure_hook(required_resource_keys={"membership_db", "policy", "notifier"})
 def record_failed_run(context: dg.HookContext) -> None:
     """Record the run as failed, naming the step and why."""
     failure = failure_text(context.step_key, context.op_exception)
+    resources = context.resources
+    recorder = FailureRecorder(resources.membership_db, resources.policy, resources.notifier)
     try:
-        record_failure(
-            context.instance,
-            context.run_id,
-            failure,
-            context.resources.membership_db,
-            context.resources.policy,
-            context.resources.notifier,
-            context.resources.discord,
-            context.log,
-        )
+        recorder.record(context.instance, context.run_id, failure, context.log)
     except Exception as exc:  # the database itself may be why the run failed
         context.log.error(
             f"could not record the failed run in the database ({exc}); "
@@ -234,7 +234,6 @@ def record_failed_runs_sensor(
     membership_db: MembershipDbResource,
     policy: ReconciliationPolicyResource,
     notifier: NotifierResource,
-    discord: DiscordResource,
 ) -> dg.SkipReason:
     state = json.loads(context.cursor) if context.cursor else {}
     after = state.get("after", time.time() - FIRST_LOOK_BACK_S)
@@ -251,20 +250,17 @@ def record_failed_runs_sensor(
     candidates = list(dict.fromkeys([*waiting, *(r.dagster_run.run_id for r in ended)]))
     if ended:
         after = max(after, max(r.update_timestamp.timestamp() for r in ended))
+    recorder = FailureRecorder(membership_db, policy, notifier)
     recorded, still_waiting = 0, []
     for run_id in candidates:
         run = context.instance.get_run_by_id(run_id)
         if run is None or run.job_name not in RECORDED_JOBS:
             continue
         try:
-            record_failure(
+            recorder.record(
                 context.instance,
                 run_id,
                 ended_run_failure(context.instance, run),
-                membership_db,
-                policy,
-                notifier,
-                discord,
                 context.log,
                 append=False,
                 notify=run.status == dg.DagsterRunStatus.FAILURE,

@@ -9,13 +9,10 @@ with a message naming the day, rather than handing downstream an empty frame tha
 "no drift".
 """
 
-from __future__ import annotations
-
 import datetime as dt
 
 import dagster as dg
 import pandas as pd
-from pydantic import ConfigDict, Field
 
 from recon_pipeline.clients.frame_store import (
     FrameDamagedError,
@@ -23,7 +20,7 @@ from recon_pipeline.clients.frame_store import (
     FrameStore,
 )
 from recon_pipeline.defs.partitions import local_day
-from recon_pipeline.defs.resources import open_frame_store
+from recon_pipeline.defs.resources import MembershipDbResource, ReconciliationPolicyResource
 
 LATEST = "latest"  # the key of an unpartitioned asset's value
 _NO_RUN = "__EPHEMERAL_RUN_ID"
@@ -46,18 +43,13 @@ def oldest_kept_day(timezone: str, retention_days: int) -> str:
 class FrameStoreIOManager(dg.ConfigurableIOManager):
     """Stores each asset's frame per (day, run) in the frame store (clients/frame_store)."""
 
-    model_config = ConfigDict(hide_input_in_errors=True)
-    database_url: str = Field(description="DATABASE_URL", repr=False)
-    storage_url: str | None = Field(
-        default=None, description="RECONCILIATION_STORAGE_URL (may hold a password)", repr=False
-    )
-    timezone: str = Field(description="RECONCILIATION_TIMEZONE")
-    retention_days: int = Field(description="RECONCILIATION_SNAPSHOT_RETENTION_DAYS")
+    membership_db: dg.ResourceDependency[MembershipDbResource]
+    policy: dg.ResourceDependency[ReconciliationPolicyResource]
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         name = context.asset_key.path[-1]
         [day] = context.asset_partition_keys if context.has_asset_partitions else [LATEST]
-        with open_frame_store(self.database_url, self.storage_url) as store:
+        with self.membership_db.frame_store() as store:
             store.write(name, day, context.run_id, obj)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
@@ -71,7 +63,7 @@ class FrameStoreIOManager(dg.ConfigurableIOManager):
         [day] = keys
         self._refuse_beyond_horizon(name, day)
         try:
-            with open_frame_store(self.database_url, self.storage_url) as store:
+            with self.membership_db.frame_store() as store:
                 run_id = _producing_run(context) or _chosen_run(context, store, name, day)
                 frame = store.read(name, day, run_id)
         except (FrameNotStoredError, FrameDamagedError) as exc:
@@ -81,12 +73,13 @@ class FrameStoreIOManager(dg.ConfigurableIOManager):
     def _refuse_beyond_horizon(self, name: str, day: str) -> None:
         if day == LATEST:
             return
-        oldest = oldest_kept_day(self.timezone, self.retention_days)
+        days = self.policy.retention_days
+        oldest = oldest_kept_day(self.policy.timezone, days)
         if day < oldest:
             raise dg.Failure(
                 description=(
                     f"cannot read {name} of {day}: it is beyond the snapshot retention horizon "
-                    f"(RECONCILIATION_SNAPSHOT_RETENTION_DAYS={self.retention_days}: the oldest "
+                    f"(RECONCILIATION_SNAPSHOT_RETENTION_DAYS={days}: the oldest "
                     f"day kept is {oldest})"
                 ),
                 metadata={"day": day, "oldest_kept_day": oldest},

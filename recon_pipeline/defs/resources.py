@@ -4,10 +4,9 @@ Secrets reach them only through `dg.EnvVar`, so run config, the UI and the event
 variable's name, never its value.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -26,6 +25,12 @@ from recon_pipeline.domain.fixes import GuardPolicy
 from recon_pipeline.domain.notices import Notice, discord_message
 from recon_pipeline.domain.policy import AccessPolicy, ManagedRoles
 from recon_pipeline.fix_step import FixSettings
+
+# Dagster 1.13's own set-up of nested resources (ResourceDependency) calls this deprecated
+# property; nothing of ours does, and the warning would repeat in every step's log.
+warnings.filterwarnings(
+    "ignore", message="InitResourceContext.dagster_run is deprecated", category=DeprecationWarning
+)
 
 
 def open_engine(database_url: str) -> sa.Engine:
@@ -166,24 +171,19 @@ class NotifierResource(dg.ConfigurableResource):
     smtp_starttls: bool = Field(default=True, description="SMTP_STARTTLS")
     admin_channel_id: str | None = Field(default=None, description="DISCORD_ADMIN_CHANNEL_ID")
     webserver_url: str | None = Field(default=None, description="DAGSTER_WEBSERVER_URL")
+    discord: dg.ResourceDependency[DiscordResource]  # posts to the admin channel
 
     def run_url(self, run_id: str) -> str | None:
         return f"{self.webserver_url.rstrip('/')}/runs/{run_id}" if self.webserver_url else None
 
-    def send(
-        self,
-        notice: Notice,
-        log: logging.Logger | dg.DagsterLogManager,
-        *,
-        discord: DiscordResource,
-    ) -> dict[str, str]:
-        """Send `notice` wherever configured (the admin channel through `discord`'s bot);
-        what happened per channel.
+    def send(self, notice: Notice, log: logging.Logger | dg.DagsterLogManager) -> dict[str, str]:
+        """Send `notice` wherever configured (the admin channel through the Discord bot); what
+        happened per channel.
 
         Never raises: each channel is tried on its own, and one that fails is logged and
         reported as "failed: …" while the other still goes out.
         """
-        secrets = [value for value in (self.smtp_password, discord.bot_token) if value]
+        secrets = [value for value in (self.smtp_password, self.discord.bot_token) if value]
 
         def failed(channel: str, exc: Exception) -> str:
             if isinstance(exc, MailError | DiscordError):
@@ -207,7 +207,7 @@ class NotifierResource(dg.ConfigurableResource):
                 sent["email"] = failed(f"email to {self.admin_email}", exc)
         if self.admin_channel_id:
             try:
-                with discord.client() as client:
+                with self.discord.client() as client:
                     client.send_message(self.admin_channel_id, discord_message(notice))
                 sent["discord"] = "sent"
             except Exception as exc:

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from recon_pipeline.clients.membership_db import utcnow
+from recon_pipeline.run_records import RunFacts
+
 SCHEDULE_NAME = "dagster/schedule_name"
 ROOT_RUN_ID = "dagster/root_run_id"
 REEXECUTED_RUN_ID = "dagster/parent_run_id"  # on a re-execution: the run it re-executes
@@ -51,14 +54,23 @@ def run_chain(instance: dg.DagsterInstance, run: dg.DagsterRun) -> frozenset[str
     return frozenset(chain | ({root} if root else set()))
 
 
-def utcnow() -> dt.datetime:
-    """Now in UTC without a zone, as Prisma's DateTime columns hold it."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 def run_started_at(instance: dg.DagsterInstance, run_id: str) -> dt.datetime:
     """When Dagster started the run (UTC, naive), or now if it has not recorded it."""
     record = instance.get_run_record_by_id(run_id)
     if record is None or record.start_time is None:
         return utcnow()
     return dt.datetime.fromtimestamp(record.start_time, dt.UTC).replace(tzinfo=None)
+
+
+def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun, partition_key: str) -> RunFacts:
+    """What the run's record needs to know of the run, from the instance (whose copy of the
+    run has the tags added after launch)."""
+    current = instance.get_run_by_id(run.run_id) or run
+    return RunFacts(
+        run_id=current.run_id,
+        job_name=current.job_name,
+        started_at=run_started_at(instance, current.run_id),
+        triggered_by=triggered_by(current.tags),
+        partition_key=partition_key,
+        chain=run_chain(instance, current),
+    )

@@ -31,7 +31,6 @@ from recon_pipeline.domain.columns import (
     require_columns,
 )
 from recon_pipeline.domain.drift import discord_id_keys
-from recon_pipeline.domain.fixes import WITHHELD
 from recon_pipeline.domain.policy import (
     DATABASE_GRANTING_STATUSES,
     STRIPE_SUBSCRIPTION_STATUSES,
@@ -61,8 +60,8 @@ def withhold_unsafe_fixes(
     """The issue table with no fix planned where bad data makes the fix unsafe.
 
     A withheld issue keeps its type and severity; its `roles_to_add` and `roles_to_remove`
-    become empty and its `status_fix` missing (so no action is planned for it), and its
-    description ends with why.
+    become empty and its `status_fix` missing (so no action is planned for it); why goes in
+    its `fix_withheld` column, and closes its description for readers of the report.
 
     Args:
         issues: the drift issue table (`IssueCol`).
@@ -124,8 +123,9 @@ def withhold_unsafe_fixes(
         for col in (IssueCol.ROLES_TO_ADD, IssueCol.ROLES_TO_REMOVE):
             frame[col] = frame[col].where(~withheld, pd.Series([()] * len(frame), dtype=object))
         frame[IssueCol.STATUS_FIX] = frame[IssueCol.STATUS_FIX].where(~withheld)
+        frame[IssueCol.FIX_WITHHELD] = frame[IssueCol.FIX_WITHHELD].where(~withheld, reasons)
         frame[IssueCol.DESCRIPTION] = frame[IssueCol.DESCRIPTION].where(
-            ~withheld, frame[IssueCol.DESCRIPTION] + WITHHELD + reasons
+            ~withheld, frame[IssueCol.DESCRIPTION] + "; not fixed: " + reasons
         )
     return frame
 

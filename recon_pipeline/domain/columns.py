@@ -104,6 +104,7 @@ class IssueCol:
     ROLES_TO_ADD = "roles_to_add"  # tuple of role names, sorted
     ROLES_TO_REMOVE = "roles_to_remove"  # tuple of role names, sorted
     STATUS_FIX = "status_fix"  # the value a STALE_DATABASE_STATUS fix writes
+    FIX_WITHHELD = "fix_withheld"  # why bad data withholds the fix; empty when nothing does
 
     ALL = (
         TYPE,
@@ -120,6 +121,7 @@ class IssueCol:
         ROLES_TO_REMOVE,
         STATUS_FIX,
         TEAM_NAME,
+        FIX_WITHHELD,
     )
 
 

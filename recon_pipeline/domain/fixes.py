@@ -17,8 +17,6 @@ import pandas as pd
 from recon_pipeline.domain.columns import GuildMemberRoleCol, IssueCol, require_columns
 from recon_pipeline.domain.policy import DATABASE_GRANTING_STATUSES, DriftType
 
-WITHHELD = "; not fixed: "  # joins an issue's description to why its fix is withheld
-
 
 class ActionKind(StrEnum):
     ADD_ROLE = "add_role"
@@ -259,12 +257,12 @@ def issue_outcomes(
     frame[OutcomeCol.OUTCOME] = (
         worst[ResultCol.OUTCOME].reindex(positions).fillna(Outcome.NOT_ATTEMPTED.value).to_numpy()
     )
-    # An issue with no action is report only, unless bad data withheld its fix: the reason then
-    # closes its description, after WITHHELD.
-    description = frame[IssueCol.DESCRIPTION].astype("str")
+    # An issue with no action is report only, unless bad data withheld its fix.
     no_fix = pd.Series("report only: nothing to fix", index=positions, dtype="str")
-    withheld = description.str.contains(WITHHELD, regex=False).to_numpy(dtype=bool)
-    no_fix[withheld] = "fix withheld: " + description[withheld].str.split(WITHHELD).str[-1]
+    if IssueCol.FIX_WITHHELD in frame:  # tables stored by earlier versions lack the column
+        reason = frame[IssueCol.FIX_WITHHELD].astype("str")
+        withheld = (reason.notna() & (reason != "")).to_numpy(dtype=bool)
+        no_fix[withheld] = "fix withheld: " + reason[withheld]
     frame[OutcomeCol.OUTCOME_DETAIL] = (
         worst[ResultCol.DETAIL].reindex(positions).fillna(no_fix).to_numpy()
     )

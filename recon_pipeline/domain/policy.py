@@ -72,15 +72,6 @@ STRIPE_TO_DATABASE_STATUS = {
 }
 
 
-def database_status_for(stripe_status: str | None) -> SubscriptionStatus:
-    """The value a STALE_DATABASE_STATUS fix writes for a customer's reported Stripe status."""
-    if stripe_status is None:
-        return SubscriptionStatus.NONE
-    return SubscriptionStatus(
-        STRIPE_TO_DATABASE_STATUS.get(stripe_status, SubscriptionStatus.CANCELLED)
-    )
-
-
 @dataclass(frozen=True)
 class ManagedRoles:
     """Names of the four Discord roles this pipeline manages; every other role is left alone."""

@@ -58,6 +58,27 @@ def test_withhold_account_linked_to_two_members_plans_no_change() -> None:
     )
 
 
+def test_why_a_fix_is_withheld_is_its_own_column_and_empty_where_nothing_is_withheld() -> None:
+    snapshot = Snapshot(
+        members=[
+            member("m_paying", discord_id="1001", customer="cus_p"),
+            member("m_lapsed", discord_id=" 01001", customer="cus_l"),
+            member("m_other", discord_id="1002", customer="cus_o"),
+        ],
+        subs=[sub("cus_p", "active"), sub("cus_l", "canceled"), sub("cus_o", "canceled")],
+        guild=guild(account("1001", "Lord"), account("1002", "Lord")),
+    )
+    assert IssueCol.FIX_WITHHELD in snapshot.drift()  # in the drift table from the start
+
+    rows = _rows(snapshot)
+
+    assert rows[("UNAUTHORIZED_ACCESS", "m_lapsed")][IssueCol.FIX_WITHHELD] == (
+        "Discord account 01001 is linked to 2 member records (m_lapsed, m_paying); "
+        "correct the links in the database first"
+    )
+    assert rows[("UNAUTHORIZED_ACCESS", "m_other")][IssueCol.FIX_WITHHELD] is None
+
+
 def test_withhold_removal_on_an_unknown_stripe_status_only() -> None:
     snapshot = Snapshot(
         members=[

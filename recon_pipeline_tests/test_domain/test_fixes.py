@@ -591,6 +591,22 @@ def test_issue_outcomes_guard_skips_removal_only_issues_and_says_why() -> None:
     assert fixed.iloc[MISMATCH][OutcomeCol.OUTCOME] == "fixed"
 
 
+def test_issue_outcomes_take_why_a_fix_is_withheld_from_its_column_not_the_description() -> None:
+    issues = _community()
+    issues.loc[ORPHAN, IssueCol.DESCRIPTION] += "; not fixed: words in a description"
+    issues.loc[MISMATCH, IssueCol.FIX_WITHHELD] = "the reason in its column"
+    for col in (IssueCol.ROLES_TO_ADD, IssueCol.ROLES_TO_REMOVE):
+        issues.at[MISMATCH, col] = ()
+    actions = plan_fix_actions(issues)
+
+    fixed = issue_outcomes(issues, actions, _results(actions, {}))
+
+    assert fixed.iloc[MISMATCH][OutcomeCol.OUTCOME_DETAIL] == (
+        "fix withheld: the reason in its column"
+    )
+    assert "words in a description" not in fixed.iloc[ORPHAN][OutcomeCol.OUTCOME_DETAIL]
+
+
 def test_issue_outcomes_keeps_the_issue_table_and_adds_the_outcome_columns() -> None:
     issues = _community()
     actions = plan_fix_actions(issues)

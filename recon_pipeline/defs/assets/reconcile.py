@@ -33,6 +33,7 @@ _COLUMN_DOCS = {
     IssueCol.ROLES_TO_REMOVE: "roles a fix removes",
     IssueCol.STATUS_FIX: "status a fix writes (STALE_DATABASE_STATUS)",
     IssueCol.TEAM_NAME: "Team.name",
+    IssueCol.FIX_WITHHELD: "why bad data withholds the fix (empty: nothing does)",
 }
 _TUPLES = {IssueCol.DISCORD_ROLES, IssueCol.ROLES_TO_ADD, IssueCol.ROLES_TO_REMOVE}
 DRIFT_SCHEMA = dg.TableSchema(

@@ -6,6 +6,7 @@ snapshot would silently be today's data filed under the wrong date.
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
@@ -83,25 +84,24 @@ def read_stripe(stripe: StripeResource) -> tuple[pd.DataFrame, dict[str, int]]:
             ) from None
 
 
-def read_discord(
-    discord: DiscordResource, policy: ReconciliationPolicyResource
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+@dataclass(frozen=True)
+class DiscordSnapshot:
+    roles: pd.DataFrame
+    member_roles: pd.DataFrame
+    managed: dict[str, str]  # managed role name -> id
+    members_without_user: int  # skipped by the client, so they read as accounts not in the server
+
+
+def read_discord(discord: DiscordResource, policy: ReconciliationPolicyResource) -> DiscordSnapshot:
     """Roles, member roles and the managed role ids; a failure is a dg.Failure."""
-    roles, member_roles, managed, _ = read_discord_counting_skips(discord, policy)
-    return roles, member_roles, managed
-
-
-def read_discord_counting_skips(
-    discord: DiscordResource, policy: ReconciliationPolicyResource
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str], int]:
-    """`read_discord`, plus how many member objects had no user (the client skips those, so
-    they read as accounts not in the server)."""
     with discord.client() as client:
         try:
             roles = client.guild_roles()
             managed = resolve_managed_role_ids(roles, policy.managed_roles())
             member_roles = client.guild_member_roles()
-            return roles, member_roles, managed, int(getattr(client, "skipped_members", 0))
+            return DiscordSnapshot(
+                roles, member_roles, managed, int(getattr(client, "skipped_members", 0))
+            )
         except RoleResolutionError as exc:
             raise dg.Failure(
                 description=f"Discord roles cannot be matched, so no fix will be applied: {exc}"
@@ -205,27 +205,26 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
         """Roles and member roles; a managed role missing from the guild fails the snapshot."""
         refuse_past_day(context, policy.timezone)
         stamp = snapshot_stamper(membership_db)
-        roles, member_roles, managed, without_user = read_discord_counting_skips(discord, policy)
-        stamp(roles)
-        stamp(member_roles)
-        accounts = member_roles[GuildMemberRoleCol.DISCORD_ID].nunique()
-        if without_user:
+        now = read_discord(discord, policy)
+        stamp(now.roles)
+        stamp(now.member_roles)
+        if now.members_without_user:
             context.log.warning(
-                f"Discord listed {without_user} member object(s) without a user; they are left "
-                "out of the snapshot (their roles are neither read nor changed)"
+                f"Discord listed {now.members_without_user} member object(s) without a user; "
+                "they are left out of the snapshot (their roles are neither read nor changed)"
             )
         yield dg.Output(
-            roles, output_name="discord_roles", metadata={"dagster/row_count": len(roles)}
+            now.roles, output_name="discord_roles", metadata={"dagster/row_count": len(now.roles)}
         )
         yield dg.Output(
-            member_roles,
+            now.member_roles,
             output_name="discord_member_roles",
             metadata={
-                "dagster/row_count": len(member_roles),
-                "accounts": int(accounts),
-                "managed_role_holders": count_role_holders(member_roles, set(managed)),
-                "bots": int(_bots(member_roles)),
-                "members_without_user": without_user,
+                "dagster/row_count": len(now.member_roles),
+                "accounts": int(now.member_roles[GuildMemberRoleCol.DISCORD_ID].nunique()),
+                "managed_role_holders": count_role_holders(now.member_roles, set(now.managed)),
+                "bots": int(_bots(now.member_roles)),
+                "members_without_user": now.members_without_user,
             },
         )
 

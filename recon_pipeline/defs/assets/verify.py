@@ -4,7 +4,12 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from recon_pipeline.clients.membership_db import RunRecord, read_run_record, write_run_record
+from recon_pipeline.clients.membership_db import (
+    RunRecord,
+    read_run_record,
+    utcnow,
+    write_run_record,
+)
 from recon_pipeline.defs import run_tags
 from recon_pipeline.defs.assets.snapshots import read_discord, read_membership, read_stripe
 from recon_pipeline.defs.hooks import record_failed_run
@@ -78,9 +83,9 @@ def verification_report(
     parent_issues = _parent_issues(membership_db, config.parent_run_id)
     members, teams = read_membership(membership_db)
     subscriptions, _ = read_stripe(stripe)
-    roles, member_roles, _ = read_discord(discord, policy)
+    now = read_discord(discord, policy)
     drift = find_drift_issues(
-        members, teams, subscriptions, member_roles, roles, policy.access_policy()
+        members, teams, subscriptions, now.member_roles, now.roles, policy.access_policy()
     )
     result = verify_fixes(parent_issues, drift)
     run = context.instance.get_run_by_id(context.run.run_id) or context.run
@@ -88,7 +93,7 @@ def verification_report(
         run_id=run.run_id,
         job_name=run.job_name,
         started_at=run_tags.run_started_at(context.instance, run.run_id),
-        completed_at=run_tags.utcnow(),
+        completed_at=utcnow(),
         triggered_by="verification",
         auto_fix_enabled=False,
         is_verification_run=True,
@@ -103,7 +108,7 @@ def verification_report(
     notice_sent: dict[str, str] = {}
     if result.persisting:
         notice = compose_notice(record.app_row(), run_url=notifier.run_url(run.run_id))
-        notice_sent = notifier.send(notice, context.log, discord=discord)
+        notice_sent = notifier.send(notice, context.log)
     context.log.info(f"Verification of run {config.parent_run_id}: {result.summary}")
     high_now = int((drift["severity"] == Severity.HIGH).sum())
     persisting = pd.DataFrame(
