@@ -1,7 +1,7 @@
 """A run's record from what its fixing step produced, and whether it tells the admins.
 
 No Dagster here: `reconciliation_run` gathers the run's facts, calls these, and writes what
-they return (docs/behaviour.md §6 and §9).
+they return (docs/behaviour.md §5 and §9).
 """
 
 from __future__ import annotations
