@@ -157,7 +157,6 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         reconciliation_fixes: pd.DataFrame,
         membership_db: MembershipDbResource,
         notifier: NotifierResource,
-        discord: DiscordResource,
         policy: ReconciliationPolicyResource,
     ) -> dg.MaterializeResult:
         """The run's `ReconciliationRun` row (id = this Dagster run's id), as the app's admin
