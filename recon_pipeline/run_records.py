@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -30,25 +31,34 @@ class RunFacts:
     chain: frozenset[str]  # the run and the runs it re-executes
 
 
-def record_of(fixes: pd.DataFrame, facts: RunFacts, *, completed_at: dt.datetime) -> RunRecord:
-    """The run's record from its issue table with outcomes (the fixing step's output), whose
-    attrs carry the fixing step's decision and the row counts of the snapshots it rests on."""
-    summary = RunSummary.of(fixes)
-    decision = decision_of(fixes)
-    rows = {o.frame: o.row_count for o in sources_of(fixes) if o is not None}
+def record_for(facts: RunFacts, *, completed_at: dt.datetime, **fields: Any) -> RunRecord:
+    """A record of the run `facts` describe; `fields` give the rest of `RunRecord`."""
     return RunRecord(
         run_id=facts.run_id,
         job_name=facts.job_name,
         started_at=facts.started_at,
         completed_at=completed_at,
         triggered_by=facts.triggered_by,
+        partition_key=facts.partition_key,
+        **fields,
+    )
+
+
+def record_of(fixes: pd.DataFrame, facts: RunFacts, *, completed_at: dt.datetime) -> RunRecord:
+    """The run's record from its issue table with outcomes (the fixing step's output), whose
+    attrs carry the fixing step's decision and the row counts of the snapshots it rests on."""
+    summary = RunSummary.of(fixes)
+    decision = decision_of(fixes)
+    rows = {o.frame: o.row_count for o in sources_of(fixes) if o is not None}
+    return record_for(
+        facts,
+        completed_at=completed_at,
         auto_fix_enabled=bool(decision and decision.auto_fix),
         members_checked=rows.get("membership_members", 0),
         teams_checked=rows.get("membership_teams", 0),
         issues_found=summary.issues_found,
         issues_fixed=summary.issues_fixed,
         issues=issues_json(fixes),
-        partition_key=facts.partition_key,
         fixes_withheld=decision.fixes_withheld if decision else None,
     )
 

@@ -73,29 +73,34 @@ def test_record_counts_the_snapshots_the_issues_and_the_fixes() -> None:
     assert (record.started_at, record.completed_at, record.partition_key) == (STARTED, DONE, TODAY)
 
 
-def test_record_of_a_run_whose_fixes_were_withheld_keeps_auto_fix_and_says_why() -> None:
-    withheld = Withheld(WithheldCode.LEASE_HELD, "run run-x holds the fixing lease")
+@pytest.mark.parametrize(
+    ("auto_fix", "withheld", "recorded_reason"),
+    [
+        pytest.param(
+            True,
+            Withheld(WithheldCode.LEASE_HELD, "run run-x holds the fixing lease"),
+            "run run-x holds the fixing lease",
+            id="withheld-keeps-auto-fix-and-says-why",
+        ),
+        pytest.param(
+            False,
+            Withheld(WithheldCode.DRY_RUN, "dry run (auto-fix off)"),
+            None,
+            id="dry-run-is-not-withheld",
+        ),
+    ],
+)
+def test_record_of_a_run_that_applied_nothing(
+    auto_fix: bool, withheld: Withheld, recorded_reason: str | None
+) -> None:
     fixes = _fixes(
         [Outcome.SKIPPED],
-        decision=FixDecision(auto_fix=True, withheld=withheld, guard=GUARD_OK, changes=0),
+        decision=FixDecision(auto_fix=auto_fix, withheld=withheld, guard=GUARD_OK, changes=0),
     )
 
     record = record_of(fixes, _facts(), completed_at=DONE)
 
-    assert record.auto_fix_enabled is True
-    assert record.fixes_withheld == "run run-x holds the fixing lease"
-
-
-def test_record_of_a_dry_run_is_not_withheld() -> None:
-    dry = Withheld(WithheldCode.DRY_RUN, "dry run (auto-fix off)")
-    fixes = _fixes(
-        [Outcome.SKIPPED],
-        decision=FixDecision(auto_fix=False, withheld=dry, guard=GUARD_OK, changes=0),
-    )
-
-    record = record_of(fixes, _facts(), completed_at=DONE)
-
-    assert (record.auto_fix_enabled, record.fixes_withheld) == (False, None)
+    assert (record.auto_fix_enabled, record.fixes_withheld) == (auto_fix, recorded_reason)
 
 
 @pytest.mark.parametrize(

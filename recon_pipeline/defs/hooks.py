@@ -35,6 +35,7 @@ from recon_pipeline.domain.notices import compose_notice
 from recon_pipeline.domain.report import RunSummary, issues_json
 from recon_pipeline.fix_step import decision_of
 from recon_pipeline.fixing import results_from_notes
+from recon_pipeline.run_records import RunFacts, record_for
 
 # Frames whose row count a failed run's record shows, by the record's field.
 _COUNTED_FRAMES = {
@@ -88,12 +89,22 @@ class FailureRecorder:
         the admins are still told (once) and the error is raised.
         """
         run = instance.get_run_by_id(run_id)
-        known = _known_of(instance, run_id, run, failure, self.policy.auto_fix)
-        chain = run_tags.run_chain(instance, run) if run else frozenset({run_id})
+        facts = _facts_of(instance, run_id, run)
+        tags = run.tags if run else {}
+        default_auto_fix = self.policy.auto_fix
+        # What the run itself tells; what it stored is added when the database can be read.
+        known = record_for(
+            facts,
+            completed_at=utcnow(),
+            auto_fix_enabled=launched_auto_fix(run, default_auto_fix) if run else default_auto_fix,
+            is_verification_run=tags.get(run_tags.TRIGGERED_BY) == "verification",
+            parent_run_id=tags.get(run_tags.PARENT_RUN_ID),
+            failure=failure,
+        )
         scope = run_tags.fix_scope(run) if run else run_id
         try:
             with self.membership_db.frame_store() as store:
-                stored = _stored_by(store, chain, scope, known.partition_key)
+                stored = _stored_by(store, facts.chain, scope, known.partition_key)
                 record = dataclasses.replace(known, **stored)
                 with store.catalog.begin() as conn:
                     first = write_failed_run_record(conn, record, append=append)
@@ -126,27 +137,11 @@ class FailureRecorder:
         instance.add_run_tags(run.run_id, {run_tags.FAILURE_NOTIFIED: "true"})
 
 
-def _known_of(
-    instance: dg.DagsterInstance,
-    run_id: str,
-    run: dg.DagsterRun | None,
-    failure: str,
-    default_auto_fix: bool,
-) -> RunRecord:
-    """What the run itself tells; what it stored is added when the database can be read."""
-    tags = run.tags if run else {}
-    return RunRecord(
-        run_id=run_id,
-        job_name=run.job_name if run else "",
-        started_at=run_tags.run_started_at(instance, run_id),
-        completed_at=utcnow(),
-        triggered_by=run_tags.triggered_by(tags),
-        auto_fix_enabled=launched_auto_fix(run, default_auto_fix) if run else default_auto_fix,
-        is_verification_run=tags.get(run_tags.TRIGGERED_BY) == "verification",
-        partition_key=tags.get(run_tags.PARTITION),
-        parent_run_id=tags.get(run_tags.PARENT_RUN_ID),
-        failure=failure,
-    )
+def _facts_of(instance: dg.DagsterInstance, run_id: str, run: dg.DagsterRun | None) -> RunFacts:
+    if run is None:  # deleted from the instance meanwhile: only its id is known
+        started = run_tags.run_started_at(instance, run_id)
+        return RunFacts(run_id, "", started, run_tags.triggered_by({}), None, frozenset({run_id}))
+    return run_tags.run_facts(instance, run, run.tags.get(run_tags.PARTITION))
 
 
 def _stored_by(

@@ -405,6 +405,8 @@ def assert_fixed_exactly_once(
     for run in launched:
         if run.cli:
             assert "Traceback" not in run.cli.stderr
+            # Both asked to fix: neither report may call its run a dry run.
+            assert "dry run" not in run.cli.stdout, run.cli.stdout
 
 
 # --- the tests ---------------------------------------------------------------------------------
