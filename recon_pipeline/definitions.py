@@ -8,8 +8,6 @@ config, the UI or the event log.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from recon_pipeline.defs.assets.apply import build_apply_assets
@@ -33,24 +31,28 @@ from recon_pipeline.defs.sensors import build_verification_sensor
 from recon_pipeline.settings import Settings, load_settings
 
 
-def _env_or(name: str, default: str | None) -> str | dg.EnvVar:
-    """The variable itself when set (a possible secret stays out of config), else the default."""
-    if os.environ.get(name, "").strip():
+def _bound_by_name(settings: Settings, name: str, *, required: bool = False) -> object:
+    """A variable that may hold a secret, as resource config: bound by name when set (or
+    required), so its value never enters run config, the UI or the event log; else its default.
+
+    `settings` must come from this process's environment, as `load_settings()` reads it.
+    """
+    if required or name in settings.model_fields_set:
         return dg.EnvVar(name)
-    return default or ""
+    return getattr(settings, name)
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
-    storage = {
-        "database_url": _env_or("DATABASE_URL", settings.DATABASE_URL),
-        "storage_url": _env_or("RECONCILIATION_STORAGE_URL", None) or None,
-    }
+    """The one place where settings become resources."""
     discord = DiscordResource(
-        bot_token=dg.EnvVar("DISCORD_BOT_TOKEN"),
+        bot_token=_bound_by_name(settings, "DISCORD_BOT_TOKEN", required=True),
         guild_id=settings.DISCORD_GUILD_ID or "",
         api_base=settings.DISCORD_API_BASE,
     )
-    membership_db = MembershipDbResource(**storage)
+    membership_db = MembershipDbResource(
+        database_url=_bound_by_name(settings, "DATABASE_URL"),
+        storage_url=_bound_by_name(settings, "RECONCILIATION_STORAGE_URL"),
+    )
     policy = ReconciliationPolicyResource(
         squire_role=settings.DISCORD_ROLE_SQUIRE,
         knight_role=settings.DISCORD_ROLE_KNIGHT,
@@ -71,7 +73,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "membership_db": membership_db,
         "io_manager": FrameStoreIOManager(membership_db=membership_db, policy=policy),
         "stripe": StripeResource(
-            secret_key=dg.EnvVar("STRIPE_SECRET_KEY"),
+            secret_key=_bound_by_name(settings, "STRIPE_SECRET_KEY", required=True),
             api_base=settings.STRIPE_API_BASE,
             list_concurrency=settings.STRIPE_LIST_CONCURRENCY,
         ),
@@ -83,7 +85,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             smtp_host=settings.SMTP_HOST,
             smtp_port=settings.SMTP_PORT,
             smtp_username=settings.SMTP_USERNAME,
-            smtp_password=_env_or("SMTP_PASSWORD", None) or None,
+            smtp_password=_bound_by_name(settings, "SMTP_PASSWORD"),
             smtp_starttls=settings.SMTP_STARTTLS,
             admin_channel_id=settings.DISCORD_ADMIN_CHANNEL_ID,
             webserver_url=settings.DAGSTER_WEBSERVER_URL,

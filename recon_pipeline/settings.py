@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from recon_pipeline.clients.frame_bodies import StorageUrlError, parse_storage_url
 from recon_pipeline.clients.membership_db import DatabaseUrlError, parse_database_url
@@ -103,8 +104,17 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 URL_VARIABLES = ("DATABASE_URL", "RECONCILIATION_STORAGE_URL")
 
 
-def _setting(default: Any, accepted: str, description: str) -> Any:
-    return Field(default=default, description=description, json_schema_extra={"accepted": accepted})
+def _setting(default: Any, accepted: str, description: str, **bounds: Any) -> Any:
+    """A variable's field: its default, what `_explain` says is accepted, and any numeric bounds
+    (`ge`, `gt`, `le`) pydantic checks; a float with bounds must be finite too."""
+    if bounds and isinstance(default, float):
+        bounds["allow_inf_nan"] = False
+    return Field(
+        default=default,
+        description=description,
+        json_schema_extra={"accepted": accepted},
+        **bounds,
+    )
 
 
 class Settings(BaseModel):
@@ -130,6 +140,8 @@ class Settings(BaseModel):
         4,
         "a whole number from 1 to 16",
         "Stripe listing requests in flight at once (1 = one page after another)",
+        ge=1,
+        le=16,
     )
     DISCORD_BOT_TOKEN: OptionalSecret = _setting(None, "a Discord bot token", "Bot token")
     DISCORD_GUILD_ID: Snowflake = _setting(None, "a Discord id (digits)", "The community's server")
@@ -149,7 +161,7 @@ class Settings(BaseModel):
         None, "an email address or empty", "Sender of admin email"
     )
     SMTP_HOST: OptionalText = _setting(None, "a host name", "SMTP server (EMAIL_PROVIDER=smtp)")
-    SMTP_PORT: int = _setting(587, "a port number from 1 to 65535", "SMTP port")
+    SMTP_PORT: int = _setting(587, "a port number from 1 to 65535", "SMTP port", ge=1, le=65535)
     SMTP_USERNAME: OptionalText = _setting(None, "a user name or empty", "SMTP login")
     SMTP_PASSWORD: OptionalSecret = _setting(None, "a password or empty", "SMTP password")
     SMTP_STARTTLS: StrictBool = _setting(True, "true or false", "Upgrade SMTP with STARTTLS")
@@ -162,15 +174,27 @@ class Settings(BaseModel):
     RECONCILIATION_TIMEZONE: Annotated[str, AfterValidator(_timezone)] = _setting(
         "America/New_York", "an IANA time zone name, e.g. America/New_York", "Schedule time zone"
     )
-    RECONCILIATION_HOUR: int = _setting(3, "a whole hour from 0 to 23", "Hour of the daily run")
+    RECONCILIATION_HOUR: int = _setting(
+        3, "a whole hour from 0 to 23", "Hour of the daily run", ge=0, le=23
+    )
     RECONCILIATION_VERIFY_DELAY_MINUTES: float = _setting(
-        60.0, "a number of minutes ≥ 0 (fractions allowed)", "Delay before verifying fixes"
+        60.0,
+        "a number of minutes ≥ 0 (fractions allowed)",
+        "Delay before verifying fixes",
+        ge=0,
     )
     RECONCILIATION_GUARD_FLOOR: int = _setting(
-        5, "a whole number ≥ 0", "Planned removals always allowed before the guard can trip"
+        5,
+        "a whole number ≥ 0",
+        "Planned removals always allowed before the guard can trip",
+        ge=0,
     )
     RECONCILIATION_GUARD_FRACTION: float = _setting(
-        0.25, "a number from 0 to 1", "Share of role holders whose removal trips the guard"
+        0.25,
+        "a number from 0 to 1",
+        "Share of role holders whose removal trips the guard",
+        ge=0,
+        le=1,
     )
     RECONCILIATION_EXEMPT_DISCORD_IDS: Annotated[tuple[str, ...], BeforeValidator(_csv)] = _setting(
         (), "comma-separated Discord ids", "Accounts never reported as orphaned"
@@ -188,9 +212,13 @@ class Settings(BaseModel):
         120.0,
         "a number of minutes > 0 (fractions allowed)",
         "Snapshots older than this are never acted on (a late re-execution applies nothing)",
+        gt=0,
     )
     RECONCILIATION_SNAPSHOT_RETENTION_DAYS: int = _setting(
-        35, "a whole number of days ≥ 1", "Stored snapshots older than this are deleted"
+        35,
+        "a whole number of days ≥ 1",
+        "Stored snapshots older than this are deleted",
+        ge=1,
     )
     RECONCILIATION_STORAGE_URL: OptionalText = _setting(
         None,
@@ -202,64 +230,18 @@ class Settings(BaseModel):
         10.0,
         "a number of minutes ≥ 0 (fractions allowed)",
         "How long a fixing run waits for another run's fixing lease before fixing nothing",
+        ge=0,
     )
     RECONCILIATION_LEASE_TTL_SECONDS: float = _setting(
         60.0,
         "a number of seconds from 1 to 3600",
         "How long the fixing lease outlives its holder's last heartbeat",
+        ge=1,
+        le=3600,
     )
     DAGSTER_WEBSERVER_URL: Annotated[str | None, BeforeValidator(_blank_is_none)] = _setting(
         None, "an http(s) URL or empty", "Dagster UI address, for links in notices"
     )
-
-    @field_validator("RECONCILIATION_HOUR")
-    @classmethod
-    def _hour(cls, value: int) -> int:
-        if not 0 <= value <= 23:
-            raise ValueError("must be from 0 to 23")
-        return value
-
-    @field_validator("SMTP_PORT")
-    @classmethod
-    def _port(cls, value: int) -> int:
-        if not 1 <= value <= 65535:
-            raise ValueError("must be from 1 to 65535")
-        return value
-
-    @field_validator("RECONCILIATION_VERIFY_DELAY_MINUTES")
-    @classmethod
-    def _delay(cls, value: float) -> float:
-        if not 0 <= value < float("inf"):
-            raise ValueError("must be a finite number of minutes, 0 or more")
-        return value
-
-    @field_validator("RECONCILIATION_MAX_SNAPSHOT_AGE_MINUTES")
-    @classmethod
-    def _max_age(cls, value: float) -> float:
-        if not 0 < value < float("inf"):
-            raise ValueError("must be a finite number of minutes above 0")
-        return value
-
-    @field_validator("RECONCILIATION_SNAPSHOT_RETENTION_DAYS")
-    @classmethod
-    def _retention(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("must be 1 or more")
-        return value
-
-    @field_validator("RECONCILIATION_LEASE_WAIT_MINUTES")
-    @classmethod
-    def _lease_wait(cls, value: float) -> float:
-        if not 0 <= value < float("inf"):
-            raise ValueError("must be a finite number of minutes, 0 or more")
-        return value
-
-    @field_validator("RECONCILIATION_LEASE_TTL_SECONDS")
-    @classmethod
-    def _lease_ttl(cls, value: float) -> float:
-        if not 1 <= value <= 3600:
-            raise ValueError("must be from 1 to 3600")
-        return value
 
     @field_validator("RECONCILIATION_STORAGE_URL")
     @classmethod
@@ -271,27 +253,6 @@ class Settings(BaseModel):
         except StorageUrlError as exc:
             raise ValueError(str(exc)) from None
         return value.strip()
-
-    @field_validator("STRIPE_LIST_CONCURRENCY")
-    @classmethod
-    def _concurrency(cls, value: int) -> int:
-        if not 1 <= value <= 16:
-            raise ValueError("must be from 1 to 16")
-        return value
-
-    @field_validator("RECONCILIATION_GUARD_FLOOR")
-    @classmethod
-    def _floor(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError("must be 0 or more")
-        return value
-
-    @field_validator("RECONCILIATION_GUARD_FRACTION")
-    @classmethod
-    def _fraction(cls, value: float) -> float:
-        if not 0 <= value <= 1:
-            raise ValueError("must be from 0 to 1")
-        return value
 
     @field_validator("RECONCILIATION_EXEMPT_DISCORD_IDS")
     @classmethod
@@ -443,6 +404,8 @@ def _explain(error: Any, values: Mapping[str, str]) -> str:
         return reason
     name = str(location[0])
     field = Settings.model_fields.get(name)
+    if field is not None and error.get("type") in _OUT_OF_RANGE:
+        reason = _range_reason(name, field)
     accepted = (field.json_schema_extra or {}).get("accepted") if field else None
     value = values.get(name)
     if name in SECRET_VARIABLES:
@@ -453,3 +416,27 @@ def _explain(error: Any, values: Mapping[str, str]) -> str:
         shown = repr(value)
     message = f"{name}={shown}: {reason}"
     return f"{message}; accepted: {accepted}" if accepted else message
+
+
+# Pydantic's errors for a number outside a field's bounds, or not finite: "Input should be less
+# than or equal to 23" names one side only, so the message names the whole range instead.
+_OUT_OF_RANGE = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+)
+
+
+def _range_reason(name: str, field: FieldInfo) -> str:
+    bounds = {
+        key: getattr(item, key)
+        for item in field.metadata
+        for key in ("ge", "gt", "le")
+        if getattr(item, key, None) is not None
+    }
+    if "le" in bounds:
+        return f"must be from {bounds.get('ge', bounds.get('gt'))} to {bounds['le']}"
+    number = "a finite number" if isinstance(field.default, float) else ""
+    if number and name.endswith("_MINUTES"):
+        number += " of minutes"
+    if "gt" in bounds:
+        return f"must be {number or 'a number'} above {bounds['gt']}"
+    return f"must be {number + ', ' if number else ''}{bounds['ge']} or more"

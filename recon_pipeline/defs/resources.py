@@ -1,7 +1,8 @@
 """Resources: typed clients for the three systems, and the reconciliation policy.
 
-Secrets reach them only through `dg.EnvVar`, so run config, the UI and the event log hold the
-variable's name, never its value.
+`definitions.build_resources` configures them from the settings: the one place where a variable
+meets a resource field. Secrets reach them only through `dg.EnvVar`, so run config, the UI and
+the event log hold the variable's name, never its value.
 """
 
 import datetime as dt
@@ -48,13 +49,10 @@ class MembershipDbResource(dg.ConfigurableResource):
     the pipeline's own tables (stored frames' catalog, the fixing lease, run status)."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
-    database_url: str = Field(
-        description="DATABASE_URL (may hold a password: set via env)", repr=False
-    )
+    database_url: str = Field(description="The database's URL (may hold a password)", repr=False)
     storage_url: str | None = Field(
         default=None,
-        description="RECONCILIATION_STORAGE_URL: where stored frames' rows live (empty: in this "
-        "database)",
+        description="Where stored frames' rows live (empty: in this database)",
         repr=False,
     )
 
@@ -87,9 +85,9 @@ class StripeResource(dg.ConfigurableResource):
     """Stripe, read only: every subscription of every status."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
-    secret_key: str = Field(description="STRIPE_SECRET_KEY", repr=False)
-    api_base: str = Field(description="STRIPE_API_BASE, without /v1")
-    list_concurrency: int = Field(default=4, description="STRIPE_LIST_CONCURRENCY")
+    secret_key: str = Field(description="Secret API key", repr=False)
+    api_base: str = Field(description="API base, without /v1")
+    list_concurrency: int = Field(default=4, description="Listing requests in flight at once")
 
     def client(self) -> StripeBilling:
         return StripeBilling(
@@ -101,9 +99,9 @@ class DiscordResource(dg.ConfigurableResource):
     """The community's Discord server, through the bot."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
-    bot_token: str = Field(description="DISCORD_BOT_TOKEN", repr=False)
-    guild_id: str = Field(description="DISCORD_GUILD_ID")
-    api_base: str = Field(description="DISCORD_API_BASE, with the version path")
+    bot_token: str = Field(description="The bot's token", repr=False)
+    guild_id: str = Field(description="The community's server")
+    api_base: str = Field(description="API base, with the version path")
 
     def client(self) -> DiscordClient:
         return DiscordClient(
@@ -112,22 +110,22 @@ class DiscordResource(dg.ConfigurableResource):
 
 
 class ReconciliationPolicyResource(dg.ConfigurableResource):
-    """Who should hold which role, and how fixes are allowed (RECONCILIATION_* settings)."""
+    """Who should hold which role, and how fixes are allowed."""
 
-    squire_role: str = Field(description="DISCORD_ROLE_SQUIRE")
-    knight_role: str = Field(description="DISCORD_ROLE_KNIGHT")
-    lord_role: str = Field(description="DISCORD_ROLE_LORD")
-    debtor_role: str = Field(description="DISCORD_ROLE_DEBTOR")
-    granting_statuses: list[str] = Field(description="RECONCILIATION_GRANTING_STATUSES")
-    exempt_discord_ids: list[str] = Field(description="RECONCILIATION_EXEMPT_DISCORD_IDS")
-    auto_fix: bool = Field(description="RECONCILIATION_AUTO_FIX: fix unless a run says otherwise")
-    guard_floor: int = Field(description="RECONCILIATION_GUARD_FLOOR")
-    guard_fraction: float = Field(description="RECONCILIATION_GUARD_FRACTION")
-    timezone: str = Field(description="RECONCILIATION_TIMEZONE")
-    max_snapshot_age_minutes: float = Field(description="RECONCILIATION_MAX_SNAPSHOT_AGE_MINUTES")
-    retention_days: int = Field(description="RECONCILIATION_SNAPSHOT_RETENTION_DAYS")
-    lease_wait_minutes: float = Field(description="RECONCILIATION_LEASE_WAIT_MINUTES")
-    lease_ttl_seconds: float = Field(description="RECONCILIATION_LEASE_TTL_SECONDS")
+    squire_role: str = Field(description="Role before the intro is done")
+    knight_role: str = Field(description="Role of team seats")
+    lord_role: str = Field(description="Role of owners and individuals")
+    debtor_role: str = Field(description="Role of members in debt")
+    granting_statuses: list[str] = Field(description="Subscription statuses that grant access")
+    exempt_discord_ids: list[str] = Field(description="Accounts never reported as orphaned")
+    auto_fix: bool = Field(description="Fix unless a run's launch config says otherwise")
+    guard_floor: int = Field(description="Removals always allowed before the guard can trip")
+    guard_fraction: float = Field(description="Share of role holders whose removal trips it")
+    timezone: str = Field(description="Time zone of the daily partitions and schedule")
+    max_snapshot_age_minutes: float = Field(description="Oldest snapshots a fix may act on")
+    retention_days: int = Field(description="Days of stored snapshots kept")
+    lease_wait_minutes: float = Field(description="Wait for another run's fixing lease")
+    lease_ttl_seconds: float = Field(description="Lease lifetime after its last heartbeat")
 
     def access_policy(self) -> AccessPolicy:
         return AccessPolicy(
@@ -159,18 +157,16 @@ class NotifierResource(dg.ConfigurableResource):
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)
-    email_provider: str = Field(description="EMAIL_PROVIDER: console or smtp")
-    admin_email: str | None = Field(default=None, description="ADMIN_EMAIL")
-    from_address: str | None = Field(default=None, description="EMAIL_FROM_ADDRESS")
-    smtp_host: str | None = Field(default=None, description="SMTP_HOST")
-    smtp_port: int = Field(default=587, description="SMTP_PORT")
-    smtp_username: str | None = Field(default=None, description="SMTP_USERNAME")
-    smtp_password: str | None = Field(
-        default=None, description="SMTP_PASSWORD (secret)", repr=False
-    )
-    smtp_starttls: bool = Field(default=True, description="SMTP_STARTTLS")
-    admin_channel_id: str | None = Field(default=None, description="DISCORD_ADMIN_CHANNEL_ID")
-    webserver_url: str | None = Field(default=None, description="DAGSTER_WEBSERVER_URL")
+    email_provider: str = Field(description="console (printed to the log) or smtp")
+    admin_email: str | None = Field(default=None, description="Admin notice address")
+    from_address: str | None = Field(default=None, description="Sender of admin email")
+    smtp_host: str | None = Field(default=None, description="SMTP server")
+    smtp_port: int = Field(default=587, description="SMTP port")
+    smtp_username: str | None = Field(default=None, description="SMTP login")
+    smtp_password: str | None = Field(default=None, description="SMTP password", repr=False)
+    smtp_starttls: bool = Field(default=True, description="Upgrade SMTP with STARTTLS")
+    admin_channel_id: str | None = Field(default=None, description="Channel for admin notices")
+    webserver_url: str | None = Field(default=None, description="Dagster UI, for run links")
     discord: dg.ResourceDependency[DiscordResource]  # posts to the admin channel
 
     def run_url(self, run_id: str) -> str | None:
