@@ -114,6 +114,16 @@ class FixDecision:
             return None
         return self.withheld.reason
 
+    @property
+    def warning(self) -> str | None:
+        """What the step warns the operator of: fixes withheld from a run asked to fix, or
+        removals the guard held back from a run that fixed the rest."""
+        if self.fixes_withheld:
+            return f"no fix applied: {self.fixes_withheld}"
+        if self.guard.blocks_removals and self.withheld is None:
+            return self.guard.describe()
+        return None
+
 
 def decision_of(fixed: pd.DataFrame) -> FixDecision | None:
     data = fixed.attrs.get(DECISION)

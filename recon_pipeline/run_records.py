@@ -6,6 +6,7 @@ they return (docs/behaviour.md §5 and §9).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from recon_pipeline.clients.membership_db import RunRecord
 from recon_pipeline.domain.notices import Notice, compose_notice, needs_notice
 from recon_pipeline.domain.provenance import sources_of
 from recon_pipeline.domain.report import RunSummary, issues_json
+from recon_pipeline.domain.verification import Verification
 from recon_pipeline.fix_step import decision_of
 
 
@@ -60,6 +62,30 @@ def record_of(fixes: pd.DataFrame, facts: RunFacts, *, completed_at: dt.datetime
         issues_fixed=summary.issues_fixed,
         issues=issues_json(fixes),
         fixes_withheld=decision.fixes_withheld if decision else None,
+    )
+
+
+def verification_record(
+    facts: RunFacts,
+    verification: Verification,
+    *,
+    parent_run_id: str,
+    members_checked: int,
+    teams_checked: int,
+    completed_at: dt.datetime,
+) -> RunRecord:
+    """A verification run's record: its issues are the verified run's fixed issues that
+    persist. However it was launched, it counts as triggered by verification and fixes nothing."""
+    return record_for(
+        dataclasses.replace(facts, triggered_by="verification", partition_key=None),
+        completed_at=completed_at,
+        auto_fix_enabled=False,
+        is_verification_run=True,
+        members_checked=members_checked,
+        teams_checked=teams_checked,
+        issues_found=len(verification.persisting),
+        issues=verification.persisting,
+        parent_run_id=parent_run_id,
     )
 
 

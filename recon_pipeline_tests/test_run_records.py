@@ -8,13 +8,20 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from recon_pipeline.defs.fix_config import launched_auto_fix
+from recon_pipeline.defs.fix_config import FixConfig, launched_auto_fix
 from recon_pipeline.domain.columns import IssueCol
 from recon_pipeline.domain.fix_gate import Withheld, WithheldCode
 from recon_pipeline.domain.fixes import GuardDecision, Outcome, OutcomeCol
 from recon_pipeline.domain.provenance import DECISION, FrameOrigin, set_sources
+from recon_pipeline.domain.verification import Verification
 from recon_pipeline.fix_step import FixDecision
-from recon_pipeline.run_records import RunFacts, notice_for, record_of, tells_admins
+from recon_pipeline.run_records import (
+    RunFacts,
+    notice_for,
+    record_of,
+    tells_admins,
+    verification_record,
+)
 
 TODAY = "2026-11-30"
 YESTERDAY = "2026-11-29"
@@ -184,3 +191,86 @@ def test_launched_auto_fix_follows_the_launch_config_else_the_deployment(
     run = dg.DagsterRun(job_name="reconciliation_job", run_config=run_config)
 
     assert launched_auto_fix(run, default) is expected
+
+
+@pytest.mark.parametrize(
+    ("chosen", "default", "expected"),
+    [(None, False, False), (None, True, True), (True, False, True), (False, True, False)],
+)
+def test_the_fixing_steps_auto_fix_is_its_config_else_the_deployments(
+    chosen: bool | None, default: bool, expected: bool
+) -> None:
+    assert FixConfig(auto_fix=chosen).auto_fix_or(default) is expected
+
+
+@pytest.mark.parametrize(
+    ("decision", "warning"),
+    [
+        pytest.param(
+            FixDecision(auto_fix=True, withheld=None, guard=GUARD_OK, changes=2), None, id="fixed"
+        ),
+        pytest.param(
+            FixDecision(
+                auto_fix=False,
+                withheld=Withheld(WithheldCode.DRY_RUN, "dry run"),
+                guard=GUARD_TRIPPED,
+                changes=0,
+            ),
+            None,
+            id="dry-run-is-no-warning",
+        ),
+        pytest.param(
+            FixDecision(
+                auto_fix=True,
+                withheld=Withheld(WithheldCode.STALE_SNAPSHOTS, "snapshots are 3 h old"),
+                guard=GUARD_TRIPPED,
+                changes=0,
+            ),
+            "no fix applied: snapshots are 3 h old",
+            id="withheld-outranks-the-guard",
+        ),
+        pytest.param(
+            FixDecision(auto_fix=True, withheld=None, guard=GUARD_TRIPPED, changes=4),
+            GUARD_TRIPPED.describe(),
+            id="guard-held-removals-back",
+        ),
+        pytest.param(
+            FixDecision(
+                auto_fix=True,
+                withheld=None,
+                guard=GuardDecision(60, 100, 10, 0.25, overridden=True),
+                changes=64,
+            ),
+            None,
+            id="guard-overridden",
+        ),
+    ],
+)
+def test_the_fixing_step_warns_of_withheld_fixes_and_held_back_removals(
+    decision: FixDecision, warning: str | None
+) -> None:
+    assert decision.warning == warning
+
+
+def test_a_verification_record_lists_the_fixes_that_persist_and_fixes_nothing() -> None:
+    persisting = [{"type": "MISSING_ACCESS", "memberId": "m1", "persists": True}]
+    verification = Verification(checked=3, persisting=persisting, still_open=1)
+    launched_from_the_graph = RunFacts(
+        RUN, "__ASSET_JOB", STARTED, "manual", None, frozenset({RUN})
+    )
+
+    record = verification_record(
+        launched_from_the_graph,
+        verification,
+        parent_run_id=PARENT,
+        members_checked=120,
+        teams_checked=7,
+        completed_at=DONE,
+    )
+
+    assert (record.run_id, record.job_name, record.started_at) == (RUN, "__ASSET_JOB", STARTED)
+    assert record.triggered_by == "verification" and record.is_verification_run
+    assert not record.auto_fix_enabled and record.issues_fixed == 0
+    assert (record.issues_found, record.issues) == (1, persisting)
+    assert (record.members_checked, record.teams_checked) == (120, 7)
+    assert (record.parent_run_id, record.partition_key) == (PARENT, None)

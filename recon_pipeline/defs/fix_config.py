@@ -20,10 +20,13 @@ class FixConfig(dg.Config):
         "run only; use it after checking that the planned removals are right.",
     )
 
+    def auto_fix_or(self, default: bool) -> bool:
+        """Whether this run fixes: its launch config's choice, else `default`."""
+        return default if self.auto_fix is None else self.auto_fix
+
 
 def launched_auto_fix(run: dg.DagsterRun, default: bool) -> bool:
     """Whether the run was launched to fix: its fixing step's launch config, else `default`
     (RECONCILIATION_AUTO_FIX). For a run that ended before its fixing step decided."""
     step = (run.run_config or {}).get("ops", {}).get(FIXING_STEP, {})
-    chosen = FixConfig.model_validate(step.get("config", {})).auto_fix
-    return default if chosen is None else chosen
+    return FixConfig.model_validate(step.get("config", {})).auto_fix_or(default)

@@ -110,6 +110,13 @@ class GuardDecision:
     def blocks_removals(self) -> bool:
         return self.tripped and not self.overridden
 
+    @property
+    def state(self) -> str:
+        """ "ok", "tripped" (removals held back) or "overridden" (applied all the same)."""
+        if not self.tripped:
+            return "ok"
+        return "overridden" if self.overridden else "tripped"
+
     def describe(self) -> str:
         numbers = (
             f"{self.planned_removals} planned removal(s), limit {self.limit} "

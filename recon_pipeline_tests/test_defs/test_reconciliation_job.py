@@ -12,8 +12,12 @@ import psycopg
 import pytest
 from dagster import serialize_value
 
-from recon_pipeline.defs.partitions import local_day
+from recon_pipeline.definitions import build_resources
+from recon_pipeline.defs.assets.reconcile import build_drift_asset
+from recon_pipeline.defs.assets.snapshots import build_snapshot_assets
+from recon_pipeline.defs.partitions import daily_partitions, local_day
 from recon_pipeline.domain.columns import GuildMemberRoleCol
+from recon_pipeline.domain.report import issues_json
 from recon_pipeline.sandbox.community import Community
 from recon_pipeline.sandbox.demo import (
     SANDBOX_ADMIN_CHANNEL_ID,
@@ -21,6 +25,7 @@ from recon_pipeline.sandbox.demo import (
     SANDBOX_STRIPE_KEY,
     demo_community,
 )
+from recon_pipeline.settings import load_settings
 from recon_pipeline_tests.app_schema import create_app_schema
 from recon_pipeline_tests.builders import ROLE_IDS, Snapshot, account, guild, sub
 from recon_pipeline_tests.harness import TIMEZONE, Pipeline, running_pipeline
@@ -356,3 +361,26 @@ def test_failure_sensor_records_a_cancelled_run_without_telling_the_admins(
     assert record["failure"] == "the run was cancelled before it finished"
     assert record["completedAt"] is not None
     assert posted == []
+
+
+def test_a_subset_of_the_steps_materialises_from_the_asset_modules(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As an operator's own test would: the snapshots and the drift table only, built by the
+    # asset modules' factories with the deployment's resources. Nothing is fixed or recorded.
+    with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
+        partitions = daily_partitions(TIMEZONE)
+        before = pipeline.sandbox.discord.all_member_roles()
+
+        result = dg.materialize(
+            [*build_snapshot_assets(partitions), build_drift_asset(partitions)],
+            instance=pipeline.instance,
+            partition_key=local_day(TIMEZONE),
+            resources=build_resources(load_settings()),
+        )
+
+        assert result.success
+        issues = issues_json(result.output_for_node("drift_issues"))
+        assert {(i["type"], issue_subject(i)) for i in issues} == EXPECTED_ISSUES
+        assert pipeline.record(result.run_id) is None
+        assert pipeline.sandbox.discord.all_member_roles() == before

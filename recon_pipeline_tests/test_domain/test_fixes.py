@@ -626,3 +626,18 @@ def test_issue_outcomes_of_no_issues_is_empty_with_outcome_columns() -> None:
 
     assert len(fixed) == 0
     assert set(OutcomeCol.ALL) <= set(fixed.columns)
+
+
+@pytest.mark.parametrize(
+    ("planned", "overridden", "state"),
+    [
+        pytest.param(3, False, "ok", id="below-the-limit"),
+        pytest.param(3, True, "ok", id="override-without-need"),
+        pytest.param(26, False, "tripped", id="held-back"),
+        pytest.param(26, True, "overridden", id="applied-all-the-same"),
+    ],
+)
+def test_guard_decision_state_is_what_the_run_tag_and_the_ui_show(
+    planned: int, overridden: bool, state: str
+) -> None:
+    assert GuardDecision(planned, 100, 5, 0.25, overridden=overridden).state == state

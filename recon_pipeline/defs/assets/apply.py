@@ -25,12 +25,6 @@ FIX_POOL = "recon_fixes"  # the queue's limit on fixing steps; the lease is what
 GUARD_CHECK = "guard_not_tripped"
 
 
-def _guard_state(guard: GuardDecision) -> str:
-    if not guard.tripped:
-        return "ok"
-    return "overridden" if guard.overridden else "tripped"
-
-
 def _fixing_tags(run: dg.DagsterRun, decision: FixDecision, summary: RunSummary) -> dict:
     """Tags the UI filters on and verification_sensor looks for."""
     tags = {
@@ -38,7 +32,7 @@ def _fixing_tags(run: dg.DagsterRun, decision: FixDecision, summary: RunSummary)
         run_tags.FIXES_APPLIED: str(summary.issues_fixed > 0).lower(),
         run_tags.AUTO_FIX: str(decision.auto_fix).lower(),
         run_tags.ISSUES_FIXED: str(summary.issues_fixed),
-        run_tags.GUARD: _guard_state(decision.guard),
+        run_tags.GUARD: decision.guard.state,
     }
     if decision.fixes_withheld and decision.withheld:
         tags[run_tags.FIXES_WITHHELD] = decision.withheld.code.value
@@ -70,7 +64,7 @@ def _fix_request(
         chain=run_tags.run_chain(context.instance, run),
         day=context.partition_key,
         today=local_day(policy.timezone),
-        auto_fix=policy.auto_fix if config.auto_fix is None else config.auto_fix,
+        auto_fix=config.auto_fix_or(policy.auto_fix),
         override_guard=config.override_guard,
     )
 
@@ -92,8 +86,85 @@ def _fixing_metadata(
     }
 
 
+def reconciliation_fixes(
+    context: dg.AssetExecutionContext,
+    config: FixConfig,
+    drift_issues: pd.DataFrame,
+    discord_roles: pd.DataFrame,
+    discord_member_roles: pd.DataFrame,
+    discord: DiscordResource,
+    membership_db: MembershipDbResource,
+    policy: ReconciliationPolicyResource,
+):  # no return annotation: with check_specs Dagster reads one as the output's type
+    """The drift table with each issue's outcome: fixed, failed (with the error), skipped
+    (with the reason) or not attempted. A dry run unless auto-fix is on; fixes only from
+    this run's own complete and fresh snapshots, under the fixing lease; removals held back
+    when the blast-radius guard trips."""
+    request = _fix_request(context, config, policy)
+    with discord.client() as client, membership_db.engine() as engine:
+        fixed, decision = run_fixing_step(
+            drift_issues,
+            discord_roles,
+            discord_member_roles,
+            request=request,
+            settings=policy.fix_settings(),
+            discord=client,
+            engine=engine,
+        )
+    summary = RunSummary.of(fixed)
+    context.instance.add_run_tags(request.run_id, _fixing_tags(context.run, decision, summary))
+    if decision.warning:
+        context.log.warning(decision.warning)
+    return dg.MaterializeResult(
+        value=fixed,
+        check_results=[_guard_check(decision.guard)],
+        metadata=_fixing_metadata(fixed, decision, summary),
+    )
+
+
+def reconciliation_run(
+    context: dg.AssetExecutionContext,
+    reconciliation_fixes: pd.DataFrame,
+    membership_db: MembershipDbResource,
+    notifier: NotifierResource,
+    policy: ReconciliationPolicyResource,
+) -> dg.MaterializeResult:
+    """The run's `ReconciliationRun` row (id = this Dagster run's id), as the app's admin
+    views read it: counts, auto-fix flag, how it was triggered and every issue with its
+    outcome."""
+    facts = run_tags.run_facts(context.instance, context.run, context.partition_key)
+    record = record_of(reconciliation_fixes, facts, completed_at=utcnow())
+    with membership_db.engine() as engine, engine.begin() as conn:
+        write_run_record(conn, record)
+    notice = notice_for(
+        record,
+        reconciliation_fixes,
+        facts,
+        today=local_day(policy.timezone),
+        run_url=notifier.run_url(record.run_id),
+    )
+    sent = notifier.send(notice, context.log) if notice else {}
+    context.log.info(
+        f"ReconciliationRun {record.run_id}: {record.issues_found} issue(s), "
+        f"{record.issues_fixed} fixed, triggered by {record.triggered_by}"
+    )
+    return dg.MaterializeResult(
+        value=record_frame(record),
+        metadata={
+            "run_id": record.run_id,
+            "issues_found": record.issues_found,
+            "issues_fixed": record.issues_fixed,
+            "triggered_by": record.triggered_by,
+            "fixes_withheld_because": record.fixes_withheld or "",
+            "by_type": dg.MetadataValue.json(RunSummary.of(reconciliation_fixes).by_type),
+            "admin_notice": dg.MetadataValue.json(sent or {"sent": "no notice due"}),
+        },
+    )
+
+
 def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(
+    """The fixing and record steps on the configured day partitions."""
+    fixes = dg.asset(
         partitions_def=partitions,
         group_name=GROUP,
         kinds={"discord"},
@@ -107,88 +178,12 @@ def build_apply_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 "run held its removals back unless the launch config overrode it).",
             )
         ],
-    )
-    def reconciliation_fixes(
-        context: dg.AssetExecutionContext,
-        config: FixConfig,
-        drift_issues: pd.DataFrame,
-        discord_roles: pd.DataFrame,
-        discord_member_roles: pd.DataFrame,
-        discord: DiscordResource,
-        membership_db: MembershipDbResource,
-        policy: ReconciliationPolicyResource,
-    ):  # no return annotation: with check_specs Dagster reads one as the output's type
-        """The drift table with each issue's outcome: fixed, failed (with the error), skipped
-        (with the reason) or not attempted. A dry run unless auto-fix is on; fixes only from
-        this run's own complete and fresh snapshots, under the fixing lease; removals held back
-        when the blast-radius guard trips."""
-        request = _fix_request(context, config, policy)
-        with discord.client() as client, membership_db.engine() as engine:
-            fixed, decision = run_fixing_step(
-                drift_issues,
-                discord_roles,
-                discord_member_roles,
-                request=request,
-                settings=policy.fix_settings(),
-                discord=client,
-                engine=engine,
-            )
-        summary = RunSummary.of(fixed)
-        context.instance.add_run_tags(request.run_id, _fixing_tags(context.run, decision, summary))
-        if decision.fixes_withheld:
-            context.log.warning(f"no fix applied: {decision.fixes_withheld}")
-        elif decision.guard.blocks_removals and decision.withheld is None:
-            context.log.warning(decision.guard.describe())
-        return dg.MaterializeResult(
-            value=fixed,
-            check_results=[_guard_check(decision.guard)],
-            metadata=_fixing_metadata(fixed, decision, summary),
-        )
-
-    @dg.asset(
+    )(reconciliation_fixes)
+    record = dg.asset(
         partitions_def=partitions,
         group_name=GROUP,
         kinds={"sql"},
         deps=["membership_members", "membership_teams"],
         hooks={record_failed_run},
-    )
-    def reconciliation_run(
-        context: dg.AssetExecutionContext,
-        reconciliation_fixes: pd.DataFrame,
-        membership_db: MembershipDbResource,
-        notifier: NotifierResource,
-        policy: ReconciliationPolicyResource,
-    ) -> dg.MaterializeResult:
-        """The run's `ReconciliationRun` row (id = this Dagster run's id), as the app's admin
-        views read it: counts, auto-fix flag, how it was triggered and every issue with its
-        outcome."""
-        facts = run_tags.run_facts(context.instance, context.run, context.partition_key)
-        record = record_of(reconciliation_fixes, facts, completed_at=utcnow())
-        with membership_db.engine() as engine, engine.begin() as conn:
-            write_run_record(conn, record)
-        notice = notice_for(
-            record,
-            reconciliation_fixes,
-            facts,
-            today=local_day(policy.timezone),
-            run_url=notifier.run_url(record.run_id),
-        )
-        sent = notifier.send(notice, context.log) if notice else {}
-        context.log.info(
-            f"ReconciliationRun {record.run_id}: {record.issues_found} issue(s), "
-            f"{record.issues_fixed} fixed, triggered by {record.triggered_by}"
-        )
-        return dg.MaterializeResult(
-            value=record_frame(record),
-            metadata={
-                "run_id": record.run_id,
-                "issues_found": record.issues_found,
-                "issues_fixed": record.issues_fixed,
-                "triggered_by": record.triggered_by,
-                "fixes_withheld_because": record.fixes_withheld or "",
-                "by_type": dg.MetadataValue.json(RunSummary.of(reconciliation_fixes).by_type),
-                "admin_notice": dg.MetadataValue.json(sent or {"sent": "no notice due"}),
-            },
-        )
-
-    return [reconciliation_fixes, reconciliation_run]
+    )(reconciliation_run)
+    return [fixes, record]

@@ -6,12 +6,10 @@ import pandas as pd
 from recon_pipeline.defs.assets.snapshots import GROUP
 from recon_pipeline.defs.hooks import record_failed_run
 from recon_pipeline.defs.resources import ReconciliationPolicyResource
-from recon_pipeline.domain.anomalies import data_anomalies, withhold_unsafe_fixes
 from recon_pipeline.domain.columns import IssueCol
-from recon_pipeline.domain.completeness import snapshot_problems
-from recon_pipeline.domain.drift import find_drift_issues
+from recon_pipeline.domain.issue_table import DaySnapshots, DriftTable, drift_table
 from recon_pipeline.domain.policy import RoleResolutionError
-from recon_pipeline.domain.provenance import COMPLETENESS, origin_of, set_sources, sources_of
+from recon_pipeline.domain.provenance import sources_of
 from recon_pipeline.domain.report import RunSummary
 
 PREVIEW_ROWS = 25
@@ -59,8 +57,69 @@ def preview_markdown(issues: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
     return (shown.to_markdown(index=False) if len(shown) else "No drift.") + more
 
 
+def drift_issues(
+    context: dg.AssetExecutionContext,
+    membership_members: pd.DataFrame,
+    membership_teams: pd.DataFrame,
+    stripe_subscriptions: pd.DataFrame,
+    discord_member_roles: pd.DataFrame,
+    discord_roles: pd.DataFrame,
+    policy: ReconciliationPolicyResource,
+):  # no return annotation: with check_specs Dagster reads one as the output's type
+    """One row per drift issue: who should hold which role, who holds it, which cached status is
+    stale (docs/behaviour.md §2). Computed from the day's stored snapshots only."""
+    snapshots = DaySnapshots(
+        membership_members,
+        membership_teams,
+        stripe_subscriptions,
+        discord_member_roles,
+        discord_roles,
+    )
+    try:
+        table = drift_table(snapshots, policy.access_policy())
+    except RoleResolutionError as exc:
+        raise dg.Failure(description=f"Discord roles cannot be matched: {exc}") from None
+    for anomaly in table.anomalies:
+        context.log.warning(f"bad data: {anomaly}")
+    if table.problems:
+        context.log.error(
+            "snapshots incomplete, no fix will be applied: " + "; ".join(table.problems)
+        )
+    return dg.MaterializeResult(
+        value=table.issues,
+        check_results=[_completeness_check(table.problems)],
+        metadata=_drift_metadata(table),
+    )
+
+
+def _completeness_check(problems: list[str]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=SNAPSHOTS_COMPLETE,
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(problems) or "every snapshot is plausible",
+        metadata={"problems": len(problems)},
+    )
+
+
+def _drift_metadata(table: DriftTable) -> dict[str, object]:
+    summary = RunSummary.of(table.issues)
+    return {
+        "dagster/row_count": len(table.issues),
+        "by_type": dg.MetadataValue.json(summary.by_type),
+        "by_severity": dg.MetadataValue.json(summary.by_severity),
+        "high_severity": summary.by_severity.get("HIGH", 0),
+        "data_anomalies": dg.MetadataValue.json(table.anomalies),
+        "snapshots_from_runs": dg.MetadataValue.json(
+            sorted({o.run_id for o in sources_of(table.issues) if o})
+        ),
+        "preview": dg.MetadataValue.md(preview_markdown(table.issues)),
+    }
+
+
 def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
+    """`drift_issues` on the configured day partitions."""
+    return dg.asset(
         partitions_def=partitions,
         group_name=GROUP,
         kinds={"pandas"},
@@ -75,81 +134,4 @@ def build_drift_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                 "while the other says members are paying. Blocking: when it fails, no fix runs.",
             )
         ],
-    )
-    def drift_issues(
-        context: dg.AssetExecutionContext,
-        membership_members: pd.DataFrame,
-        membership_teams: pd.DataFrame,
-        stripe_subscriptions: pd.DataFrame,
-        discord_member_roles: pd.DataFrame,
-        discord_roles: pd.DataFrame,
-        policy: ReconciliationPolicyResource,
-    ):  # no return annotation: with check_specs Dagster reads one as the output's type
-        """One row per drift issue: who should hold which role, who holds it, which cached
-        status is stale (docs/behaviour.md §2). Computed from the day's stored snapshots only."""
-        try:
-            issues = find_drift_issues(
-                members=membership_members,
-                teams=membership_teams,
-                subscriptions=stripe_subscriptions,
-                guild_member_roles=discord_member_roles,
-                guild_roles=discord_roles,
-                policy=policy.access_policy(),
-            )
-        except RoleResolutionError as exc:
-            raise dg.Failure(description=f"Discord roles cannot be matched: {exc}") from None
-        # Bad data is reported, and where it would make a fix wrong the fix is withheld.
-        issues = withhold_unsafe_fixes(
-            issues,
-            membership_members,
-            teams=membership_teams,
-            subscriptions=stripe_subscriptions,
-        )
-        anomalies = data_anomalies(membership_members, membership_teams, stripe_subscriptions)
-        for anomaly in anomalies:
-            context.log.warning(f"bad data: {anomaly}")
-        summary = RunSummary.of(issues)
-        problems = snapshot_problems(
-            membership_members, membership_teams, stripe_subscriptions, discord_member_roles
-        )
-        if problems:
-            context.log.error(
-                "snapshots incomplete, no fix will be applied: " + "; ".join(problems)
-            )
-        # The table says what it was computed from and what the completeness check found, so
-        # a fixing step that reads it later (a re-execution) can check both where it acts.
-        sources = [
-            membership_members,
-            membership_teams,
-            stripe_subscriptions,
-            discord_member_roles,
-            discord_roles,
-        ]
-        issues.attrs = {}  # pandas may have carried an input's attrs over
-        set_sources(issues, [origin_of(frame) for frame in sources])
-        issues.attrs[COMPLETENESS] = problems
-        return dg.MaterializeResult(
-            value=issues,
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=SNAPSHOTS_COMPLETE,
-                    passed=not problems,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description="; ".join(problems) or "every snapshot is plausible",
-                    metadata={"problems": len(problems)},
-                )
-            ],
-            metadata={
-                "dagster/row_count": len(issues),
-                "by_type": dg.MetadataValue.json(summary.by_type),
-                "by_severity": dg.MetadataValue.json(summary.by_severity),
-                "high_severity": summary.by_severity.get("HIGH", 0),
-                "data_anomalies": dg.MetadataValue.json(anomalies),
-                "snapshots_from_runs": dg.MetadataValue.json(
-                    sorted({o.run_id for o in sources_of(issues) if o})
-                ),
-                "preview": dg.MetadataValue.md(preview_markdown(issues)),
-            },
-        )
-
-    return drift_issues
+    )(drift_issues)

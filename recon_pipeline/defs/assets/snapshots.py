@@ -112,123 +112,120 @@ def read_discord(discord: DiscordResource, policy: ReconciliationPolicyResource)
             ) from None
 
 
+def membership_snapshot(
+    context: dg.AssetExecutionContext,
+    membership_db: MembershipDbResource,
+    policy: ReconciliationPolicyResource,
+):
+    """Members and teams, read in one transaction so they agree with each other."""
+    refuse_past_day(context, policy.timezone)
+    stamp = snapshot_stamper(membership_db)
+    members, teams = read_membership(membership_db)
+    stamp(members)
+    stamp(teams)
+    linked = int(members["discord_id"].notna().sum())
+    yield dg.Output(
+        members,
+        output_name="membership_members",
+        metadata={"dagster/row_count": len(members), "linked_to_discord": linked},
+    )
+    yield dg.Output(
+        teams, output_name="membership_teams", metadata={"dagster/row_count": len(teams)}
+    )
+
+
+def stripe_subscriptions(
+    context: dg.AssetExecutionContext,
+    stripe: StripeResource,
+    membership_db: MembershipDbResource,
+    policy: ReconciliationPolicyResource,
+) -> dg.MaterializeResult:
+    """Every Stripe subscription of every status (`status=all`), all pages."""
+    refuse_past_day(context, policy.timezone)
+    stamp = snapshot_stamper(membership_db)
+    subscriptions, stats = read_stripe(stripe)
+    stamp(subscriptions)
+    return dg.MaterializeResult(
+        value=subscriptions,
+        metadata={
+            **stats,
+            "dagster/row_count": len(subscriptions),
+            "customers": int(subscriptions["customer_id"].nunique()),
+            "by_status": dg.MetadataValue.json(
+                subscriptions["status"].value_counts().sort_index().to_dict()
+            ),
+        },
+    )
+
+
+def discord_snapshot(
+    context: dg.AssetExecutionContext,
+    discord: DiscordResource,
+    membership_db: MembershipDbResource,
+    policy: ReconciliationPolicyResource,
+):
+    """Roles and member roles; a managed role missing from the guild fails the snapshot."""
+    refuse_past_day(context, policy.timezone)
+    stamp = snapshot_stamper(membership_db)
+    now = read_discord(discord, policy)
+    stamp(now.roles)
+    stamp(now.member_roles)
+    if now.members_without_user:
+        context.log.warning(
+            f"Discord listed {now.members_without_user} member object(s) without a user; "
+            "they are left out of the snapshot (their roles are neither read nor changed)"
+        )
+    yield dg.Output(
+        now.roles, output_name="discord_roles", metadata={"dagster/row_count": len(now.roles)}
+    )
+    yield dg.Output(
+        now.member_roles,
+        output_name="discord_member_roles",
+        metadata={
+            "dagster/row_count": len(now.member_roles),
+            "accounts": int(now.member_roles[GuildMemberRoleCol.DISCORD_ID].nunique()),
+            "managed_role_holders": count_role_holders(now.member_roles, set(now.managed)),
+            "bots": int(_bots(now.member_roles)),
+            "members_without_user": now.members_without_user,
+        },
+    )
+
+
+def _two_frame_snapshot(
+    step: Callable[..., object], partitions: dg.PartitionsDefinition, kind: str, **frames: str
+) -> dg.AssetsDefinition:
+    """A snapshot step that stores two frames read together (`frames`: name → description)."""
+    outs = {
+        name: dg.AssetOut(description=description, group_name=GROUP, kinds={kind})
+        for name, description in frames.items()
+    }
+    return dg.multi_asset(
+        outs=outs, partitions_def=partitions, can_subset=False, hooks={record_failed_run}
+    )(step)
+
+
 def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.multi_asset(
-        outs={
-            "membership_members": dg.AssetOut(
-                description="Every `Member` row (the columns the policy reads).",
-                group_name=GROUP,
-                kinds={"pandas"},
-            ),
-            "membership_teams": dg.AssetOut(
-                description="Every `Team` row.", group_name=GROUP, kinds={"pandas"}
-            ),
-        },
-        partitions_def=partitions,
-        can_subset=False,
-        hooks={record_failed_run},
-    )
-    def membership_snapshot(
-        context: dg.AssetExecutionContext,
-        membership_db: MembershipDbResource,
-        policy: ReconciliationPolicyResource,
-    ):
-        """Members and teams, read in one transaction so they agree with each other."""
-        refuse_past_day(context, policy.timezone)
-        stamp = snapshot_stamper(membership_db)
-        members, teams = read_membership(membership_db)
-        stamp(members)
-        stamp(teams)
-        linked = int(members["discord_id"].notna().sum())
-        yield dg.Output(
-            members,
-            output_name="membership_members",
-            metadata={"dagster/row_count": len(members), "linked_to_discord": linked},
-        )
-        yield dg.Output(
-            teams, output_name="membership_teams", metadata={"dagster/row_count": len(teams)}
-        )
-
-    @dg.asset(
-        partitions_def=partitions,
-        group_name=GROUP,
-        kinds={"stripe"},
-        hooks={record_failed_run},
-        description="Every Stripe subscription of every status (`status=all`), all pages.",
-    )
-    def stripe_subscriptions(
-        context: dg.AssetExecutionContext,
-        stripe: StripeResource,
-        membership_db: MembershipDbResource,
-        policy: ReconciliationPolicyResource,
-    ) -> dg.MaterializeResult:
-        refuse_past_day(context, policy.timezone)
-        stamp = snapshot_stamper(membership_db)
-        subscriptions, stats = read_stripe(stripe)
-        stamp(subscriptions)
-        return dg.MaterializeResult(
-            value=subscriptions,
-            metadata={
-                **stats,
-                "dagster/row_count": len(subscriptions),
-                "customers": int(subscriptions["customer_id"].nunique()),
-                "by_status": dg.MetadataValue.json(
-                    subscriptions["status"].value_counts().sort_index().to_dict()
-                ),
-            },
-        )
-
-    @dg.multi_asset(
-        outs={
-            "discord_roles": dg.AssetOut(
-                description="The guild's roles (id, name, position, managed).",
-                group_name=GROUP,
-                kinds={"discord"},
-            ),
-            "discord_member_roles": dg.AssetOut(
-                description="Each guild account and each role it holds (one row per pair; "
-                "an account holding no role has one row with no role).",
-                group_name=GROUP,
-                kinds={"discord"},
-            ),
-        },
-        partitions_def=partitions,
-        can_subset=False,
-        hooks={record_failed_run},
-    )
-    def discord_snapshot(
-        context: dg.AssetExecutionContext,
-        discord: DiscordResource,
-        membership_db: MembershipDbResource,
-        policy: ReconciliationPolicyResource,
-    ):
-        """Roles and member roles; a managed role missing from the guild fails the snapshot."""
-        refuse_past_day(context, policy.timezone)
-        stamp = snapshot_stamper(membership_db)
-        now = read_discord(discord, policy)
-        stamp(now.roles)
-        stamp(now.member_roles)
-        if now.members_without_user:
-            context.log.warning(
-                f"Discord listed {now.members_without_user} member object(s) without a user; "
-                "they are left out of the snapshot (their roles are neither read nor changed)"
-            )
-        yield dg.Output(
-            now.roles, output_name="discord_roles", metadata={"dagster/row_count": len(now.roles)}
-        )
-        yield dg.Output(
-            now.member_roles,
-            output_name="discord_member_roles",
-            metadata={
-                "dagster/row_count": len(now.member_roles),
-                "accounts": int(now.member_roles[GuildMemberRoleCol.DISCORD_ID].nunique()),
-                "managed_role_holders": count_role_holders(now.member_roles, set(now.managed)),
-                "bots": int(_bots(now.member_roles)),
-                "members_without_user": now.members_without_user,
-            },
-        )
-
-    return [membership_snapshot, stripe_subscriptions, discord_snapshot]
+    """The three snapshot steps on the configured day partitions."""
+    return [
+        _two_frame_snapshot(
+            membership_snapshot,
+            partitions,
+            "pandas",
+            membership_members="Every `Member` row (the columns the policy reads).",
+            membership_teams="Every `Team` row.",
+        ),
+        dg.asset(
+            partitions_def=partitions, group_name=GROUP, kinds={"stripe"}, hooks={record_failed_run}
+        )(stripe_subscriptions),
+        _two_frame_snapshot(
+            discord_snapshot,
+            partitions,
+            "discord",
+            discord_roles="The guild's roles (id, name, position, managed).",
+            discord_member_roles="Each guild account and each role it holds (one row per pair; "
+            "an account holding no role has one row with no role).",
+        ),
+    ]
 
 
 def _bots(member_roles: pd.DataFrame) -> int:

@@ -4,12 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from recon_pipeline.clients.membership_db import (
-    RunRecord,
-    read_run_record,
-    utcnow,
-    write_run_record,
-)
+from recon_pipeline.clients.membership_db import read_run_record, utcnow, write_run_record
 from recon_pipeline.defs import run_tags
 from recon_pipeline.defs.assets.snapshots import read_discord, read_membership, read_stripe
 from recon_pipeline.defs.hooks import record_failed_run
@@ -23,7 +18,8 @@ from recon_pipeline.defs.resources import (
 from recon_pipeline.domain.drift import find_drift_issues
 from recon_pipeline.domain.notices import compose_notice
 from recon_pipeline.domain.policy import Severity
-from recon_pipeline.domain.verification import verify_fixes
+from recon_pipeline.domain.verification import Verification, verify_fixes
+from recon_pipeline.run_records import verification_record
 
 VERIFICATION_GROUP = "verification"
 NO_HIGH_DRIFT_LEFT = "no_high_severity_drift_left"
@@ -54,6 +50,42 @@ def _parent_issues(membership_db: MembershipDbResource, parent_run_id: str) -> l
             allow_retries=False,
         )
     return list(parent["issues"] or [])
+
+
+def _persisting_frame(verification: Verification) -> pd.DataFrame:
+    return pd.DataFrame(
+        verification.persisting,
+        columns=["type", "memberId", "teamId", "discordId", "severity", "description"],
+    )
+
+
+def _report_metadata(
+    verification: Verification, parent_run_id: str, sent: dict[str, str]
+) -> dict[str, object]:
+    persisting = _persisting_frame(verification)
+    listing = persisting.astype(object).where(persisting.notna(), "")
+    return {
+        "summary": verification.summary,
+        "verified_run_id": parent_run_id,
+        "fixed_issues_checked": verification.checked,
+        "persisting": len(verification.persisting),
+        "other_parent_issues_still_open": verification.still_open,
+        "admin_notice": dg.MetadataValue.json(sent or {"sent": "no notice due"}),
+        "persisting_issues": dg.MetadataValue.md(
+            listing.to_markdown(index=False) if len(listing) else "None: every fix held."
+        ),
+    }
+
+
+def _high_drift_check(drift: pd.DataFrame) -> dg.AssetCheckResult:
+    high_now = int((drift["severity"] == Severity.HIGH).sum())
+    return dg.AssetCheckResult(
+        check_name=NO_HIGH_DRIFT_LEFT,
+        passed=high_now == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{high_now} HIGH-severity issue(s) in the fresh snapshots",
+        metadata={"high_severity_issues": high_now},
+    )
 
 
 @dg.asset(
@@ -87,55 +119,24 @@ def verification_report(
     drift = find_drift_issues(
         members, teams, subscriptions, now.member_roles, now.roles, policy.access_policy()
     )
-    result = verify_fixes(parent_issues, drift)
-    run = context.instance.get_run_by_id(context.run.run_id) or context.run
-    record = RunRecord(
-        run_id=run.run_id,
-        job_name=run.job_name,
-        started_at=run_tags.run_started_at(context.instance, run.run_id),
-        completed_at=utcnow(),
-        triggered_by="verification",
-        auto_fix_enabled=False,
-        is_verification_run=True,
+    verification = verify_fixes(parent_issues, drift)
+    record = verification_record(
+        run_tags.run_facts(context.instance, context.run, None),
+        verification,
+        parent_run_id=config.parent_run_id,
         members_checked=len(members),
         teams_checked=len(teams),
-        issues_found=len(result.persisting),
-        issues=result.persisting,
-        parent_run_id=config.parent_run_id,
+        completed_at=utcnow(),
     )
     with membership_db.engine() as engine, engine.begin() as conn:
         write_run_record(conn, record)
-    notice_sent: dict[str, str] = {}
-    if result.persisting:
-        notice = compose_notice(record.app_row(), run_url=notifier.run_url(run.run_id))
-        notice_sent = notifier.send(notice, context.log)
-    context.log.info(f"Verification of run {config.parent_run_id}: {result.summary}")
-    high_now = int((drift["severity"] == Severity.HIGH).sum())
-    persisting = pd.DataFrame(
-        result.persisting,
-        columns=["type", "memberId", "teamId", "discordId", "severity", "description"],
-    )
-    listing = persisting.astype(object).where(persisting.notna(), "")
+    sent: dict[str, str] = {}
+    if verification.persisting:
+        notice = compose_notice(record.app_row(), run_url=notifier.run_url(record.run_id))
+        sent = notifier.send(notice, context.log)
+    context.log.info(f"Verification of run {config.parent_run_id}: {verification.summary}")
     return dg.MaterializeResult(
-        value=persisting,
-        metadata={
-            "summary": result.summary,
-            "verified_run_id": config.parent_run_id,
-            "fixed_issues_checked": result.checked,
-            "persisting": len(result.persisting),
-            "other_parent_issues_still_open": result.still_open,
-            "admin_notice": dg.MetadataValue.json(notice_sent or {"sent": "no notice due"}),
-            "persisting_issues": dg.MetadataValue.md(
-                listing.to_markdown(index=False) if len(listing) else "None: every fix held."
-            ),
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=NO_HIGH_DRIFT_LEFT,
-                passed=high_now == 0,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"{high_now} HIGH-severity issue(s) in the fresh snapshots",
-                metadata={"high_severity_issues": high_now},
-            )
-        ],
+        value=_persisting_frame(verification),
+        metadata=_report_metadata(verification, config.parent_run_id, sent),
+        check_results=[_high_drift_check(drift)],
     )
