@@ -24,6 +24,7 @@ from recon_pipeline.clients.membership_db import (
     read_run_record,
 )
 from recon_pipeline.domain.fix_gate import WithheldCode
+from recon_pipeline.exceptions_cli import add_exceptions_parser
 from recon_pipeline.settings import SettingsError, hide_url_password, load_settings
 
 DEFAULT_DAGSTER_HOME = Path("dagster_home")
@@ -387,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         "recon_pipeline_* tables; existing tables are left exactly as they are.",
     )
     init.set_defaults(handler=_db_init)
+    add_exceptions_parser(commands)
     return parser
 
 

@@ -61,6 +61,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         granting_statuses=list(settings.RECONCILIATION_GRANTING_STATUSES),
         exempt_discord_ids=list(settings.RECONCILIATION_EXEMPT_DISCORD_IDS),
         auto_fix=settings.RECONCILIATION_AUTO_FIX,
+        confirm_removals=settings.RECONCILIATION_CONFIRM_REMOVALS,
         guard_floor=settings.RECONCILIATION_GUARD_FLOOR,
         guard_fraction=settings.RECONCILIATION_GUARD_FRACTION,
         timezone=settings.RECONCILIATION_TIMEZONE,

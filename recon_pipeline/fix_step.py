@@ -33,6 +33,7 @@ from recon_pipeline.domain.fixes import (
     GuardDecision,
     GuardPolicy,
     Outcome,
+    awaiting_results,
     count_role_holders,
     evaluate_guard,
     issue_outcomes,
@@ -43,6 +44,8 @@ from recon_pipeline.domain.policy import ManagedRoles, resolve_managed_role_ids
 from recon_pipeline.domain.provenance import (
     COMPLETENESS,
     DECISION,
+    LAPSED_EXCEPTIONS,
+    PREVIOUS_RUN,
     FrameOrigin,
     origin_of,
     set_sources,
@@ -200,6 +203,8 @@ def run_fixing_step(
     fixed.attrs = {}  # pandas may have carried the drift table's attrs over
     set_sources(fixed, inputs)
     fixed.attrs[DECISION] = decision.to_json()
+    for passed_on in (PREVIOUS_RUN, LAPSED_EXCEPTIONS):  # for the run record and its notice
+        fixed.attrs[passed_on] = issues.attrs.get(passed_on)
     return fixed, decision
 
 
@@ -232,12 +237,19 @@ def _fix_under_lease(
         def halt(why: str) -> None:
             run.halted = why
 
-        held = actions[ActionCol.REMOVAL_ONLY].to_numpy() & guard.blocks_removals
+        waits = (actions[ActionCol.AWAITING] != "").to_numpy()
+        held = actions[ActionCol.REMOVAL_ONLY].to_numpy() & guard.blocks_removals & ~waits
         with lease.heartbeat(halt):
-            applied = apply_actions(actions[~held], discord=discord, engine=engine, run=run)
+            applied = apply_actions(
+                actions[~held & ~waits], discord=discord, engine=engine, run=run
+            )
         changes = changes_made(applied)
         results = pd.concat(
-            [skipped_results(actions[held], Outcome.SKIPPED, guard.describe()), applied],
+            [
+                awaiting_results(actions[waits]),
+                skipped_results(actions[held], Outcome.SKIPPED, guard.describe()),
+                applied,
+            ],
             ignore_index=True,
         )
         return results, None, changes

@@ -14,8 +14,9 @@ from typing import Any
 import pandas as pd
 
 from recon_pipeline.clients.membership_db import RunRecord
+from recon_pipeline.domain.fixes import awaiting
 from recon_pipeline.domain.notices import Notice, compose_notice, needs_notice
-from recon_pipeline.domain.provenance import sources_of
+from recon_pipeline.domain.provenance import LAPSED_EXCEPTIONS, sources_of
 from recon_pipeline.domain.report import RunSummary, issues_json
 from recon_pipeline.domain.verification import Verification
 from recon_pipeline.fix_step import decision_of
@@ -109,12 +110,15 @@ def notice_for(
         return None
     decision = decision_of(fixes)
     tripped = bool(decision and decision.guard.blocks_removals)
-    if not needs_notice(record.app_row(), guard_tripped=tripped):
+    lapsed = tuple(fixes.attrs.get(LAPSED_EXCEPTIONS) or ())
+    if not needs_notice(record.app_row(), guard_tripped=tripped, lapsed_exceptions=len(lapsed)):
         return None
     return compose_notice(
         {**record.app_row(), "fixesWithheld": record.fixes_withheld},
         guard_text=decision.guard.describe() if decision and tripped else None,
         run_url=run_url,
+        awaiting=int(awaiting(fixes).sum()),
+        lapsed_exceptions=lapsed,
     )
 
 

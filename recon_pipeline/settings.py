@@ -168,6 +168,11 @@ class Settings(BaseModel):
     RECONCILIATION_AUTO_FIX: StrictBool = _setting(
         False, "true or false", "Apply fixes (otherwise dry run)"
     )
+    RECONCILIATION_CONFIRM_REMOVALS: StrictBool = _setting(
+        True,
+        "true or false",
+        "Remove access only once the previous complete run found the same removal",
+    )
     RECONCILIATION_PAUSED: StrictBool = _setting(
         False, "true or false", "Skip scheduled runs, with a visible reason"
     )

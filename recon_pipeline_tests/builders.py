@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from recon_pipeline.domain.columns import (
+    ExceptionCol,
     GuildMemberRoleCol,
     GuildRoleCol,
     MemberCol,
@@ -130,6 +131,7 @@ class Snapshot:
     subs: list[dict[str, Any]] = field(default_factory=list)
     guild: list[dict[str, Any]] = field(default_factory=list)
     roles: pd.DataFrame = field(default_factory=guild_roles)
+    exceptions: list[dict[str, Any]] = field(default_factory=list)  # all live, as given
 
     def frames(self) -> dict[str, pd.DataFrame]:
         return {
@@ -138,10 +140,35 @@ class Snapshot:
             "subscriptions": _frame(self.subs, SubscriptionCol.ALL),
             "guild_member_roles": _frame(self.guild, GuildMemberRoleCol.ALL),
             "guild_roles": self.roles,
+            "exceptions": pd.DataFrame(
+                self.exceptions, columns=list(ExceptionCol.ALL), dtype="str"
+            ),
         }
 
     def drift(self, policy: AccessPolicy | None = None) -> pd.DataFrame:
         return find_drift_issues(**self.frames(), policy=policy or AccessPolicy())
+
+
+def comped(
+    exception_id: int,
+    *,
+    discord_id: str | None = None,
+    member_id: str | None = None,
+    role: str = "lord",
+    expires_on: str | None = None,
+    reason: str = "staff",
+) -> dict[str, Any]:
+    """An access exception's row."""
+    return {
+        ExceptionCol.ID: str(exception_id),
+        ExceptionCol.DISCORD_ID: discord_id,
+        ExceptionCol.MEMBER_ID: member_id,
+        ExceptionCol.ROLE: role,
+        ExceptionCol.REASON: reason,
+        ExceptionCol.ADDED_BY: "admin",
+        ExceptionCol.ADDED_AT: "2026-11-01T09:00:00",
+        ExceptionCol.EXPIRES_ON: expires_on,
+    }
 
 
 def guild(*accounts: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -129,9 +129,14 @@ def running_pipeline(
     monkeypatch: pytest.MonkeyPatch,
     *,
     seed: bool = True,
+    confirm_removals: bool = False,
     **discord_options: object,
 ) -> Iterator[Pipeline]:
-    """Serve `community` from the emulators (and, with `seed`, the database) during the block."""
+    """Serve `community` from the emulators (and, with `seed`, the database) during the block.
+
+    Removals apply on first sight unless `confirm_removals`: most tests here are about other
+    parts of fixing; the confirmation tests turn it on, as deployments have it by default.
+    """
     if seed:
         engine = parse_database_url(database_url).create_engine()
         try:
@@ -143,4 +148,5 @@ def running_pipeline(
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("DATABASE_URL", database_url)
         monkeypatch.setenv("RECONCILIATION_TIMEZONE", TIMEZONE)
+        monkeypatch.setenv("RECONCILIATION_CONFIRM_REMOVALS", str(confirm_removals).lower())
         yield Pipeline(database_url, sandbox, inst)

@@ -6,6 +6,7 @@ nothing with the engine but the vocabulary (enum values and column names).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -56,10 +57,26 @@ def reference_drift_issues(
     guild_member_roles: pd.DataFrame,
     guild_roles: pd.DataFrame,
     policy: AccessPolicy,
+    exceptions: pd.DataFrame | None = None,
+    day: str = "2026-01-01",
 ) -> list[dict[str, Any]]:
     """The issues the rules call for, as dicts keyed by `IssueCol` names, in the table's order
-    (docs/behaviour.md §2)."""
+    (docs/behaviour.md §2). `exceptions` are all access exceptions, live or not, on `day`."""
     squire, knight, lord, debtor = policy.roles.names()
+    role_of_kind = {"squire": squire, "knight": knight, "lord": lord}
+
+    # Access exceptions that count on `day`; per subject the one added last (the highest id).
+    by_member: dict[str, dict[str, Any]] = {}
+    by_account: dict[int, dict[str, Any]] = {}
+    for exception in sorted(_records(exceptions) if exceptions is not None else [],
+                            key=lambda e: int(e["id"])):  # fmt: skip
+        expires = _text(exception["expires_on"])
+        if expires is not None and dt.date.fromisoformat(expires) < dt.date.fromisoformat(day):
+            continue
+        if _text(exception["member_id"]) is not None:
+            by_member[str(exception["member_id"])] = exception
+        elif discord_key(exception["discord_id"]) is not None:
+            by_account[discord_key(exception["discord_id"])] = exception
     managed_names = {squire, knight, lord, debtor}
     role_name_by_id: dict[int, str] = {}
     for role in _records(guild_roles):
@@ -139,8 +156,13 @@ def reference_drift_issues(
         if key is not None:
             claimed.add(key)
 
+        exception = by_member.get(str(member["id"])) or by_account.get(key)
+        granted_by = None
         if member["is_in_debtor_state"]:
             expected = {debtor}
+        elif not entitled and exception is not None:
+            expected = {role_of_kind[exception["role"]]}
+            granted_by = str(exception["id"])
         elif not entitled:
             expected = set()
         elif not member["intro_completed"]:
@@ -183,11 +205,36 @@ def reference_drift_issues(
                 IssueCol.ROLES_TO_ADD: tuple(sorted(expected - actual)) if fixes else (),
                 IssueCol.ROLES_TO_REMOVE: tuple(sorted(actual - expected)) if fixes else (),
                 IssueCol.STATUS_FIX: None,
+                IssueCol.ACCESS_EXCEPTION: granted_by,
             }
         )
 
     exempt = {discord_key(i) for i in policy.exempt_discord_ids}
     for key, roles in held.items():
+        exception = by_account.get(key)
+        if key not in claimed and exception is not None:
+            expected = {role_of_kind[exception["role"]]}
+            if roles == expected:
+                continue
+            issues.append(
+                {
+                    IssueCol.TYPE: "ROLE_MISMATCH" if roles else "MISSING_ACCESS",
+                    IssueCol.SEVERITY: "MEDIUM" if roles else "HIGH",
+                    IssueCol.MEMBER_ID: None,
+                    IssueCol.TEAM_ID: None,
+                    IssueCol.TEAM_NAME: None,
+                    IssueCol.DISCORD_ID: first_id_text[key],
+                    IssueCol.STRIPE_STATUS: None,
+                    IssueCol.DATABASE_STATUS: None,
+                    IssueCol.DISCORD_ROLES: tuple(sorted(roles)),
+                    IssueCol.EXPECTED_ROLE: next(iter(expected)),
+                    IssueCol.ROLES_TO_ADD: tuple(sorted(expected - roles)),
+                    IssueCol.ROLES_TO_REMOVE: tuple(sorted(roles - expected)),
+                    IssueCol.STATUS_FIX: None,
+                    IssueCol.ACCESS_EXCEPTION: str(exception["id"]),
+                }
+            )
+            continue
         if roles and key not in claimed and key not in bots and key not in exempt:
             issues.append(
                 {
@@ -286,6 +333,8 @@ COMPARED = (
     IssueCol.ROLES_TO_REMOVE,
     IssueCol.STATUS_FIX,
     IssueCol.TEAM_NAME,
+    IssueCol.ACCESS_EXCEPTION,
+    IssueCol.AWAITING_CONFIRMATION,
 )
 
 
@@ -303,6 +352,54 @@ def engine_rows(issues: pd.DataFrame) -> list[dict[str, Any]]:
 def oracle_rows(issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The oracle's issues restricted to the compared columns, missing values as None."""
     return [
-        {col: (None if _missing(issue[col]) else issue[col]) for col in COMPARED}
+        {col: (None if _missing(issue.get(col)) else issue.get(col)) for col in COMPARED}
+        for issue in issues
+    ]
+
+
+_GRANTING_DB = {"TRIALING", "ACTIVE", "PAST_DUE"}
+
+
+def _pure_removal(issue: dict[str, Any]) -> bool:
+    """An UNAUTHORIZED_ACCESS or ORPHANED_ACCESS fix, or a status downgrade that ends access."""
+    if issue[IssueCol.TYPE] in ("UNAUTHORIZED_ACCESS", "ORPHANED_ACCESS"):
+        return bool(issue[IssueCol.ROLES_TO_REMOVE])
+    return (
+        issue[IssueCol.TYPE] == "STALE_DATABASE_STATUS"
+        and issue[IssueCol.DATABASE_STATUS] in _GRANTING_DB
+        and _text(issue[IssueCol.STATUS_FIX]) is not None
+        and issue[IssueCol.STATUS_FIX] not in _GRANTING_DB
+    )
+
+
+def _removal(issue: dict[str, Any]) -> tuple:
+    """The account, the type, the roles removed and the status written."""
+    if issue[IssueCol.TYPE] == "STALE_DATABASE_STATUS":
+        account: Any = _text(issue[IssueCol.MEMBER_ID]) or f"team:{issue[IssueCol.TEAM_ID]}"
+    else:
+        account = discord_key(issue[IssueCol.DISCORD_ID])
+    return (
+        issue[IssueCol.TYPE],
+        account,
+        tuple(issue[IssueCol.ROLES_TO_REMOVE] or ()),
+        _text(issue[IssueCol.STATUS_FIX]),
+    )
+
+
+def reference_confirmation(
+    issues: list[dict[str, Any]], previous: list[dict[str, Any]] | None, run_id: str
+) -> list[dict[str, Any]]:
+    """`issues` with each pure removal the previous run did not find marked as awaiting
+    confirmation (docs/behaviour.md §4)."""
+    seen = {_removal(i) for i in previous or [] if _pure_removal(i)}
+    return [
+        issue
+        | {
+            IssueCol.AWAITING_CONFIRMATION: (
+                f"awaiting confirmation (first seen in run {run_id})"
+                if _pure_removal(issue) and _removal(issue) not in seen
+                else None
+            )
+        }
         for issue in issues
     ]

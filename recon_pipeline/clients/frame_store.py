@@ -139,6 +139,15 @@ class FrameStore:
             rows = conn.execute(sa.select(t).where(where).order_by(t.c.written_at, t.c.run_id))
             return [_entry(row) for row in rows]
 
+    def entries_named(self, name: str) -> list[StoredFrame]:
+        """Every stored `name`, any day and run, oldest first."""
+        t = stored_frame_table
+        with self.catalog.connect() as conn:
+            rows = conn.execute(
+                sa.select(t).where(t.c.frame_name == name).order_by(t.c.written_at, t.c.run_id)
+            )
+            return [_entry(row) for row in rows]
+
     def read(self, name: str, day: str, run_id: str) -> pd.DataFrame:
         """The frame `run_id` stored as `name` of `day`, with its catalog entry in `attrs`.
 

@@ -193,6 +193,26 @@ fixing_session_table = sa.Table(
     sa.Column("changes", sa.Integer, nullable=True, comment="role changes and status writes made"),
 )
 
+# Access exceptions (docs/behaviour.md §1): an account or member given a managed role without
+# paying, managed with `recon-pipeline exceptions`. A removed one stays, with who removed it.
+access_exception_table = sa.Table(
+    f"{PREFIX}access_exception",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("discord_id", sa.Text, nullable=True, comment="the account it covers, or"),
+    sa.Column("member_id", sa.Text, nullable=True, comment='the "Member".id it covers'),
+    sa.Column("role", sa.Text, nullable=False, comment="squire | knight | lord"),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("added_by", sa.Text, nullable=False),
+    sa.Column("added_at", timestamp_type, nullable=False, comment="UTC"),
+    sa.Column("expires_on", sa.Date, nullable=True, comment="the last day it counts"),
+    sa.Column("removed_at", timestamp_type, nullable=True, comment="UTC; null while in force"),
+    sa.Column("removed_by", sa.Text, nullable=True),
+    sa.CheckConstraint(
+        "(discord_id IS NULL) <> (member_id IS NULL)", name="access_exception_one_subject"
+    ),
+)
+
 PIPELINE_TABLES = (
     pipeline_run_table,
     fix_action_table,
@@ -200,6 +220,7 @@ PIPELINE_TABLES = (
     frame_choice_table,
     fixing_lease_table,
     fixing_session_table,
+    access_exception_table,
 )
 
 

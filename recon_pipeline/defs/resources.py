@@ -119,6 +119,9 @@ class ReconciliationPolicyResource(dg.ConfigurableResource):
     granting_statuses: list[str] = Field(description="Subscription statuses that grant access")
     exempt_discord_ids: list[str] = Field(description="Accounts never reported as orphaned")
     auto_fix: bool = Field(description="Fix unless a run's launch config says otherwise")
+    confirm_removals: bool = Field(
+        default=True, description="Remove only what the previous complete run found too"
+    )
     guard_floor: int = Field(description="Removals always allowed before the guard can trip")
     guard_fraction: float = Field(description="Share of role holders whose removal trips it")
     timezone: str = Field(description="Time zone of the daily partitions and schedule")

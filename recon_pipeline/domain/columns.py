@@ -83,6 +83,21 @@ class GuildRoleCol:
     ALL = (ID, NAME)
 
 
+class ExceptionCol:
+    """Access exceptions: a Discord account or a member given a managed role without paying."""
+
+    ID = "id"
+    DISCORD_ID = "discord_id"  # one of the two subjects is set
+    MEMBER_ID = "member_id"
+    ROLE = "role"  # squire, knight or lord: the managed role it gives (not the role's name)
+    REASON = "reason"
+    ADDED_BY = "added_by"
+    ADDED_AT = "added_at"  # UTC, ISO 8601
+    EXPIRES_ON = "expires_on"  # ISO date, the last day it counts; empty: no expiry
+
+    ALL = (ID, DISCORD_ID, MEMBER_ID, ROLE, REASON, ADDED_BY, ADDED_AT, EXPIRES_ON)
+
+
 class IssueCol:
     """The drift issue table: one row per issue.
 
@@ -105,6 +120,8 @@ class IssueCol:
     ROLES_TO_REMOVE = "roles_to_remove"  # tuple of role names, sorted
     STATUS_FIX = "status_fix"  # the value a STALE_DATABASE_STATUS fix writes
     FIX_WITHHELD = "fix_withheld"  # why bad data withholds the fix; empty when nothing does
+    ACCESS_EXCEPTION = "access_exception"  # id of the exception behind the expected role
+    AWAITING_CONFIRMATION = "awaiting_confirmation"  # why a removal waits; empty when it doesn't
 
     ALL = (
         TYPE,
@@ -122,6 +139,8 @@ class IssueCol:
         STATUS_FIX,
         TEAM_NAME,
         FIX_WITHHELD,
+        ACCESS_EXCEPTION,
+        AWAITING_CONFIRMATION,
     )
 
 

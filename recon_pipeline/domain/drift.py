@@ -15,7 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recon_pipeline.domain.access_exceptions import empty_exceptions
 from recon_pipeline.domain.columns import (
+    ExceptionCol,
     GuildMemberRoleCol,
     IssueCol,
     MemberCol,
@@ -48,6 +50,7 @@ def find_drift_issues(
     guild_member_roles: pd.DataFrame,
     guild_roles: pd.DataFrame,
     policy: AccessPolicy,
+    exceptions: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Compute the drift issue table (docs/behaviour.md §2) from the three systems' snapshots.
 
@@ -58,6 +61,8 @@ def find_drift_issues(
         guild_member_roles: guild accounts and the role ids they hold (`GuildMemberRoleCol`).
         guild_roles: all of the guild's roles, id and name (`GuildRoleCol`).
         policy: managed role names, access-granting statuses and exempt Discord ids.
+        exceptions: the access exceptions live on the day checked (`ExceptionCol`); each gives
+            its role to an account that would otherwise expect none.
 
     Returns:
         One row per issue with the columns of `IssueCol`, ordered by type (as listed in
@@ -71,6 +76,9 @@ def find_drift_issues(
     require_columns(teams, TeamCol.ALL, "teams")
     require_columns(subscriptions, SubscriptionCol.ALL, "Stripe subscriptions")
     require_columns(guild_member_roles, GuildMemberRoleCol.ALL, "guild member roles")
+    exceptions = empty_exceptions() if exceptions is None else exceptions
+    require_columns(exceptions, ExceptionCol.ALL, "access exceptions")
+    exceptions = exceptions.sort_values(ExceptionCol.ID, key=_numeric_ids, kind="stable")
     managed_role_ids = resolve_managed_role_ids(guild_roles, policy.roles)
     teams = teams.drop_duplicates(TeamCol.ID).reset_index(drop=True)
     members = members.reset_index(drop=True)
@@ -95,18 +103,60 @@ def find_drift_issues(
     member_billing = np.where(
         member_team_row >= 0, _append_sentinel(team_cust)[member_team_row], member_cust
     )
-    guild = _GuildIndex.build(members, guild_member_roles, managed_role_ids, policy)
+    guild = _GuildIndex.build(members, guild_member_roles, managed_role_ids, policy, exceptions)
+    granted = _member_grants(members, exceptions, guild)
 
     return _finish(
         [
-            _access_issues(members, teams, member_team_row, member_billing, customers, guild),
+            _access_issues(
+                members, teams, member_team_row, member_billing, customers, guild, granted
+            ),
             _orphan_issues(guild_member_roles, guild),
+            _excepted_account_issues(guild_member_roles, guild),
             _stale_team_issues(teams, team_cust, customers),
             _stale_member_issues(members, member_team_row, member_cust, customers),
         ],
         subscriptions,
         policy,
+        exceptions,
     )
+
+
+_EXCEPTION_BITS = {"squire": SQUIRE, "knight": KNIGHT, "lord": LORD}
+
+
+def _numeric_ids(ids: pd.Series) -> pd.Series:
+    """Exception ids in numeric order, so the newest exception of a subject is the last."""
+    return pd.to_numeric(ids, errors="coerce")
+
+
+def _exception_bits(exceptions: pd.DataFrame) -> np.ndarray:
+    kinds = exceptions[ExceptionCol.ROLE].astype("str").str.lower()
+    return kinds.map(_EXCEPTION_BITS).fillna(0).to_numpy(dtype="int64")
+
+
+def _member_grants(
+    members: pd.DataFrame, exceptions: pd.DataFrame, guild: _GuildIndex
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per member, the role bit an exception gives it and that exception's id (0 and None when
+    none does): its own exception by member id, else one on its Discord account."""
+    bits = guild.granted[guild.member_code]
+    ids = guild.granted_by[guild.member_code]
+    own = exceptions[exceptions[ExceptionCol.MEMBER_ID].notna()]
+    if len(own):
+        last = own.drop_duplicates(ExceptionCol.MEMBER_ID, keep="last")
+        at = pd.Index(last[ExceptionCol.MEMBER_ID].astype("str")).get_indexer(
+            members[MemberCol.ID].astype("str")
+        )
+        found = at >= 0
+        bits = np.where(found, _append_zero(_exception_bits(last))[at], bits)
+        last_ids = last[ExceptionCol.ID].astype("str").to_numpy(dtype=object)
+        ids = np.where(found, np.append(last_ids, None)[at], ids)
+    return bits, ids
+
+
+def _append_zero(values: np.ndarray) -> np.ndarray:
+    return np.append(values, 0)
 
 
 class _Customers:
@@ -177,6 +227,8 @@ class _GuildIndex:
         self.is_bot: np.ndarray = arrays["is_bot"]
         self.claimed: np.ndarray = arrays["claimed"]
         self.exempt: np.ndarray = arrays["exempt"]
+        self.granted: np.ndarray = arrays["granted"]  # role bit an exception gives the account
+        self.granted_by: np.ndarray = arrays["granted_by"]  # that exception's id
 
     @classmethod
     def build(
@@ -185,13 +237,16 @@ class _GuildIndex:
         guild_member_roles: pd.DataFrame,
         managed_role_ids: dict[str, str],
         policy: AccessPolicy,
+        exceptions: pd.DataFrame,
     ) -> _GuildIndex:
-        member_code, guild_code, exempt_code = _snowflake_codes(
+        by_account = exceptions[exceptions[ExceptionCol.DISCORD_ID].notna()]
+        member_code, guild_code, exempt_code, excepted_code = _snowflake_codes(
             members[MemberCol.DISCORD_ID],
             guild_member_roles[GuildMemberRoleCol.DISCORD_ID],
             pd.Series(sorted(policy.exempt_discord_ids), dtype="str"),
+            by_account[ExceptionCol.DISCORD_ID],
         )
-        size = _code_count(member_code, guild_code, exempt_code) + 1
+        size = _code_count(member_code, guild_code, exempt_code, excepted_code) + 1
         bit_of_name = dict(zip(policy.roles.names(), _BITS, strict=True))
         role_keys = discord_id_keys(guild_member_roles[GuildMemberRoleCol.ROLE_ID])
         bits = np.zeros(len(role_keys), dtype="int64")
@@ -215,6 +270,13 @@ class _GuildIndex:
         claimed[member_code[member_code >= 0]] = True
         exempt = np.zeros(size, dtype=bool)
         exempt[exempt_code[exempt_code >= 0]] = True
+        granted = np.zeros(size, dtype="int64")
+        granted_by = np.full(size, None, dtype=object)
+        usable = excepted_code >= 0  # in id order: a later exception of an account wins
+        granted[excepted_code[usable]] = _exception_bits(by_account)[usable]
+        granted_by[excepted_code[usable]] = (
+            by_account[ExceptionCol.ID].astype("str").to_numpy(dtype=object)[usable]
+        )
         return cls(
             member_code=member_code,
             guild_code=guild_code,
@@ -223,6 +285,8 @@ class _GuildIndex:
             is_bot=is_bot,
             claimed=claimed,
             exempt=exempt,
+            granted=granted,
+            granted_by=granted_by,
         )
 
 
@@ -233,6 +297,7 @@ def _access_issues(
     member_billing: np.ndarray,
     customers: _Customers,
     guild: _GuildIndex,
+    granted: tuple[np.ndarray, np.ndarray],
 ) -> pd.DataFrame:
     """MISSING_ACCESS, UNAUTHORIZED_ACCESS, ROLE_MISMATCH, DEBTOR_MISMATCH and NOT_IN_GUILD."""
     linked = members[MemberCol.DISCORD_ID].notna().to_numpy()
@@ -240,8 +305,14 @@ def _access_issues(
     debtor = _flag(members[MemberCol.IS_IN_DEBTOR_STATE])
     intro = _flag(members[MemberCol.INTRO_COMPLETED])
     lord_tier = members[MemberCol.SEAT_TIER].isin([SeatTier.OWNER, SeatTier.INDIVIDUAL]).to_numpy()
+    granted_bit, granted_by = granted
+    # An exception gives its role only where the policy gives none: debtors stay Debtor and
+    # entitled members keep the policy's role.
+    by_exception = ~debtor & ~entitled & (granted_bit != 0)
     expected = np.select(
-        [debtor, ~entitled, ~intro, lord_tier], [DEBTOR, 0, SQUIRE, LORD], default=KNIGHT
+        [debtor, by_exception, ~entitled, ~intro, lord_tier],
+        [DEBTOR, granted_bit, 0, SQUIRE, LORD],
+        default=KNIGHT,
     )
     in_guild = guild.in_guild[guild.member_code]
     actual = guild.held[guild.member_code]
@@ -304,6 +375,7 @@ def _access_issues(
             "missing_team": np.where(
                 ~in_team, picked[MemberCol.TEAM_ID].to_numpy(dtype=object, na_value=None), None
             ),
+            IssueCol.ACCESS_EXCEPTION: np.where(by_exception, granted_by, None)[rows],
         }
     )
 
@@ -311,6 +383,7 @@ def _access_issues(
 def _orphan_issues(guild_member_roles: pd.DataFrame, guild: _GuildIndex) -> pd.DataFrame:
     """ORPHANED_ACCESS: guild accounts holding managed roles that no member record claims."""
     orphan = (guild.held != 0) & ~guild.claimed & ~guild.is_bot & ~guild.exempt
+    orphan &= guild.granted == 0
     codes = guild.guild_code
     first_row_of_account = ~pd.Series(codes).duplicated().to_numpy()
     rows = np.flatnonzero(orphan[codes] & first_row_of_account)
@@ -326,6 +399,40 @@ def _orphan_issues(guild_member_roles: pd.DataFrame, guild: _GuildIndex) -> pd.D
             "expected": 0,
             "add": 0,
             "remove": held,
+        }
+    )
+
+
+def _excepted_account_issues(guild_member_roles: pd.DataFrame, guild: _GuildIndex) -> pd.DataFrame:
+    """MISSING_ACCESS and ROLE_MISMATCH of guild accounts that no member record claims but an
+    exception gives a role."""
+    codes = guild.guild_code
+    excepted = (guild.granted != 0) & ~guild.claimed
+    first_row_of_account = ~pd.Series(codes).duplicated().to_numpy()
+    rows = np.flatnonzero(excepted[codes] & first_row_of_account)
+    held = guild.held[codes[rows]]
+    expected = guild.granted[codes[rows]]
+    kinds = np.select(
+        [held == 0, held != expected],
+        [DriftType.MISSING_ACCESS.value, DriftType.ROLE_MISMATCH.value],
+        default="",
+    )
+    drifted = kinds != ""
+    rows, held, expected, kinds = rows[drifted], held[drifted], expected[drifted], kinds[drifted]
+    return pd.DataFrame(
+        {
+            IssueCol.TYPE: kinds,
+            IssueCol.SEVERITY: np.where(
+                kinds == DriftType.MISSING_ACCESS, Severity.HIGH.value, Severity.MEDIUM.value
+            ),
+            IssueCol.DISCORD_ID: guild_member_roles[GuildMemberRoleCol.DISCORD_ID]
+            .iloc[rows]
+            .to_numpy(),
+            "actual": held,
+            "expected": expected,
+            "add": expected & ~held,
+            "remove": held & ~expected,
+            IssueCol.ACCESS_EXCEPTION: guild.granted_by[codes[rows]],
         }
     )
 
@@ -459,7 +566,10 @@ def _split_codes(encoded: pa.ChunkedArray, columns: tuple[pd.Series, ...]) -> li
 
 
 def _finish(
-    parts: list[pd.DataFrame], subscriptions: pd.DataFrame, policy: AccessPolicy
+    parts: list[pd.DataFrame],
+    subscriptions: pd.DataFrame,
+    policy: AccessPolicy,
+    exceptions: pd.DataFrame,
 ) -> pd.DataFrame:
     """Concatenate the parts, fill in statuses, role names and descriptions, order the rows."""
     parts = [p for p in parts if len(p)]
@@ -484,7 +594,7 @@ def _finish(
     issues[IssueCol.ROLES_TO_REMOVE] = issues["remove"].map(names)
     single = dict(zip(_BITS, policy.roles.names(), strict=True))
     issues[IssueCol.EXPECTED_ROLE] = issues["expected"].map(single)
-    issues[IssueCol.DESCRIPTION] = _describe(issues, names)
+    issues[IssueCol.DESCRIPTION] = _describe(issues, names, _exception_notes(exceptions, policy))
 
     ordered = issues.reindex(columns=IssueCol.ALL)
     for col in IssueCol.ALL:
@@ -509,7 +619,19 @@ def _mask_names(policy: AccessPolicy) -> dict[int, tuple[str, ...]]:
     return {mask: tuple(sorted(name for bit, name in pairs if mask & bit)) for mask in range(16)}
 
 
-def _describe(issues: pd.DataFrame, names: dict[int, tuple[str, ...]]) -> pd.Series:
+def _exception_notes(exceptions: pd.DataFrame, policy: AccessPolicy) -> pd.Series:
+    """Per exception id, what an issue it touches adds to its description."""
+    single = dict(zip(_BITS, policy.roles.names(), strict=True))
+    role = pd.Series(_exception_bits(exceptions), index=exceptions.index).map(single)
+    ids = exceptions[ExceptionCol.ID].astype("str")
+    notes = "; access exception #" + ids + " gives " + role
+    notes = notes + " (" + exceptions[ExceptionCol.REASON].astype("str") + ")"
+    return pd.Series(notes.to_numpy(), index=ids.to_numpy()).groupby(level=0).last()
+
+
+def _describe(
+    issues: pd.DataFrame, names: dict[int, tuple[str, ...]], exception_notes: pd.Series
+) -> pd.Series:
     """Plain-words descriptions: what was expected and what was found."""
     text_of = {mask: ", ".join(roles) or "no managed role" for mask, roles in names.items()}
     held = issues["actual"].map(text_of).astype("str")
@@ -534,6 +656,8 @@ def _describe(issues: pd.DataFrame, names: dict[int, tuple[str, ...]]) -> pd.Ser
         + (" (team " + team + ")").fillna("")
         + (" (team id '" + missing_team + "' names no team)").fillna("")
     )
+    excepted = issues[IssueCol.ACCESS_EXCEPTION].notna()
+    billing = billing.where(~(excepted & issues[IssueCol.MEMBER_ID].isna()), "No member record")
     bad_id = issues["unusable_id"]
     given_id = issues[IssueCol.DISCORD_ID].astype("str")
     debtor = "Member is in debtor state: "
@@ -606,7 +730,8 @@ def _describe(issues: pd.DataFrame, names: dict[int, tuple[str, ...]]) -> pd.Ser
         issues[IssueCol.STATUS_FIX].astype("str"),
         ")",
     )
-    return descriptions
+    notes = issues[IssueCol.ACCESS_EXCEPTION].map(exception_notes).astype("str").fillna("")
+    return descriptions + notes
 
 
 def empty_issue_table() -> pd.DataFrame:

@@ -47,8 +47,9 @@ class ActionCol:
     # The issue's fix only takes access away (roles, or a cached status that granted it):
     # the blast-radius guard holds these back.
     REMOVAL_ONLY = "removal_only"
+    AWAITING = "awaiting"  # why the issue's removal waits for confirmation; empty: it does not
 
-    ALL = (ISSUE, KEY, KIND, TYPE, MEMBER_ID, TEAM_ID, DISCORD_ID, VALUE, REMOVAL_ONLY)
+    ALL = (ISSUE, KEY, KIND, TYPE, MEMBER_ID, TEAM_ID, DISCORD_ID, VALUE, REMOVAL_ONLY, AWAITING)
 
 
 class ResultCol:
@@ -157,12 +158,22 @@ def takes_access_away(issues: pd.DataFrame) -> pd.Series:
     return (removal_only & has_removal) | status_downgrades(issues)
 
 
+def awaiting(issues: pd.DataFrame) -> pd.Series:
+    """Issues whose removal waits for the next run's confirmation (domain/confirmation.py); none
+    in tables stored before confirmation existed."""
+    if IssueCol.AWAITING_CONFIRMATION not in issues:
+        return pd.Series(False, index=issues.index)
+    reason = issues[IssueCol.AWAITING_CONFIRMATION]
+    return reason.notna() & (reason.astype("str") != "")
+
+
 def evaluate_guard(
     issues: pd.DataFrame, holders: int, policy: GuardPolicy, *, override: bool = False
 ) -> GuardDecision:
     """Count the issues whose fix only takes access away (role removals and status downgrades)
-    and decide whether the guard trips."""
-    removals = int(takes_access_away(issues).sum())
+    and would be applied this run (not awaiting confirmation), and decide whether the guard
+    trips."""
+    removals = int((takes_access_away(issues) & ~awaiting(issues)).sum())
     return GuardDecision(removals, holders, policy.floor, policy.fraction, overridden=override)
 
 
@@ -209,6 +220,8 @@ def _actions(
         .fillna("discord:" + picked[IssueCol.DISCORD_ID])
     )
     values = pd.Series(values, index=picked.index, dtype="str")
+    waits = awaiting(picked)
+    reason = picked[IssueCol.AWAITING_CONFIRMATION].where(waits, "") if waits.any() else ""
     return pd.DataFrame(
         {
             ActionCol.ISSUE: rows.astype("int64"),
@@ -220,6 +233,7 @@ def _actions(
             ActionCol.DISCORD_ID: picked[IssueCol.DISCORD_ID],
             ActionCol.VALUE: values,
             ActionCol.REMOVAL_ONLY: guarded.astype(bool),
+            ActionCol.AWAITING: reason,
         },
         columns=list(ActionCol.ALL),
     ).astype(
@@ -234,6 +248,18 @@ def skipped_results(actions: pd.DataFrame, outcome: Outcome, detail: str) -> pd.
             ResultCol.KEY: actions[ActionCol.KEY].to_numpy(),
             ResultCol.OUTCOME: outcome.value,
             ResultCol.DETAIL: detail,
+        },
+        columns=list(ResultCol.ALL),
+    ).astype("str")
+
+
+def awaiting_results(actions: pd.DataFrame) -> pd.DataFrame:
+    """Skipped, each with why its removal waits for confirmation."""
+    return pd.DataFrame(
+        {
+            ResultCol.KEY: actions[ActionCol.KEY].to_numpy(),
+            ResultCol.OUTCOME: Outcome.SKIPPED.value,
+            ResultCol.DETAIL: actions[ActionCol.AWAITING].to_numpy(),
         },
         columns=list(ResultCol.ALL),
     ).astype("str")

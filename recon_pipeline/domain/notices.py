@@ -27,9 +27,14 @@ class Notice:
         return "\n".join(self.lines)
 
 
-def needs_notice(record: dict[str, Any], *, guard_tripped: bool) -> bool:
-    """Whether a run's record calls for a notice: issues found, a failure, or a tripped guard."""
-    return bool(record.get("issuesFound") or record.get("failure") or guard_tripped)
+def needs_notice(
+    record: dict[str, Any], *, guard_tripped: bool, lapsed_exceptions: int = 0
+) -> bool:
+    """Whether a run's record calls for a notice: issues found, a failure, a tripped guard, or
+    access exceptions that lapsed since the previous run."""
+    return bool(
+        record.get("issuesFound") or record.get("failure") or guard_tripped or lapsed_exceptions
+    )
 
 
 def compose_notice(
@@ -38,8 +43,12 @@ def compose_notice(
     guard_text: str | None = None,
     run_url: str | None = None,
     examples: int = EXAMPLES_PER_TYPE,
+    awaiting: int = 0,
+    lapsed_exceptions: tuple[str, ...] = (),
 ) -> Notice:
-    """The notice for one `ReconciliationRun` row (plus its status columns)."""
+    """The notice for one `ReconciliationRun` row (plus its status columns); `awaiting` removals
+    wait for the next run's confirmation, `lapsed_exceptions` describe the access exceptions
+    that stopped counting since the previous run."""
     run_id = record["id"]
     issues = record.get("issues") or []
     kind = "Verification" if record.get("isVerificationRun") else "Reconciliation"
@@ -62,6 +71,16 @@ def compose_notice(
         lines.append(f"The run FAILED: {record['failure']}")
     if guard_text:
         lines.append(f"Blast-radius guard: {guard_text}")
+    if awaiting:
+        lines.append(
+            f"{awaiting} removal(s) await confirmation: each is applied only if the next run "
+            "finds it too."
+        )
+    if lapsed_exceptions:
+        lines.append(
+            f"Access exceptions that lapsed since the previous run: {len(lapsed_exceptions)}"
+        )
+        lines += [f"  - {line}" for line in lapsed_exceptions]
     grouped: dict[str, list[dict[str, Any]]] = {}
     for issue in issues:
         grouped.setdefault(str(issue.get("type")), []).append(issue)

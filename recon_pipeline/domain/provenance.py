@@ -20,6 +20,8 @@ SNAPSHOT = "snapshot"  # set by a snapshot step on its outputs
 SOURCES = "sources"  # the stored frames a derived frame was computed from
 COMPLETENESS = "snapshot_problems"  # set on the drift table: why its snapshots look incomplete
 DECISION = "fixing"  # set on the fixes frame: what the fixing step decided
+PREVIOUS_RUN = "previous_run"  # set on the drift table: the run its removals were confirmed by
+LAPSED_EXCEPTIONS = "lapsed_exceptions"  # set on the drift table: exceptions lapsed since then
 
 
 @dataclass(frozen=True)
@@ -81,4 +83,9 @@ def set_sources(frame: pd.DataFrame, origins: list[FrameOrigin | None]) -> None:
 
 
 def sources_of(frame: pd.DataFrame) -> list[FrameOrigin | None]:
-    return [FrameOrigin.from_json(o) if o else None for o in frame.attrs.get(SOURCES, [])]
+    return sources_of_attrs(frame.attrs)
+
+
+def sources_of_attrs(attrs: dict[str, Any]) -> list[FrameOrigin | None]:
+    """The sources a stored frame's attrs (its catalog entry) name."""
+    return [FrameOrigin.from_json(o) if o else None for o in attrs.get(SOURCES) or []]

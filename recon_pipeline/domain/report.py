@@ -32,6 +32,8 @@ _JSON_KEYS = {
     IssueCol.ROLES_TO_ADD: "rolesToAdd",
     IssueCol.ROLES_TO_REMOVE: "rolesToRemove",
     IssueCol.STATUS_FIX: "statusFix",
+    IssueCol.ACCESS_EXCEPTION: "accessException",
+    IssueCol.AWAITING_CONFIRMATION: "awaitingConfirmation",
     OutcomeCol.OUTCOME: "outcome",
     OutcomeCol.OUTCOME_DETAIL: "outcomeDetail",
     OutcomeCol.ACTIONS_TAKEN: "actionsTaken",

@@ -97,7 +97,7 @@ def test_the_membership_snapshot_reads_members_and_teams_as_of_one_moment(
 
     monkeypatch.setattr(snapshots, "load_members", then_a_team_arrives)
 
-    _, teams = snapshots.read_membership(MembershipDbResource(database_url=sqlite_url))
+    teams = snapshots.read_membership(MembershipDbResource(database_url=sqlite_url)).teams
 
     assert outcome == ["waited for the reader"]
     assert "t_new" not in set(teams["id"])

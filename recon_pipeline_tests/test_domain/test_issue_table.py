@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recon_pipeline.domain.columns import IssueCol
-from recon_pipeline.domain.issue_table import DaySnapshots, drift_table
+from recon_pipeline.domain.issue_table import Confirmation, DaySnapshots, drift_table
 from recon_pipeline.domain.policy import AccessPolicy, RoleResolutionError
 from recon_pipeline.domain.provenance import COMPLETENESS, STORED, FrameOrigin, sources_of
 from recon_pipeline_tests.builders import Snapshot, account, guild, guild_roles, member, sub
@@ -18,6 +18,7 @@ FRAME_NAMES = (
     "stripe_subscriptions",
     "discord_member_roles",
     "discord_roles",
+    "access_exceptions",
 )
 
 
@@ -35,7 +36,12 @@ def _stored(frames: dict[str, pd.DataFrame], run_id: str) -> dict[str, pd.DataFr
 
 def _table(snapshot: Snapshot, *, run_id: str = "run-1", policy: AccessPolicy | None = None):
     frames = _stored(snapshot.frames(), run_id)
-    return drift_table(DaySnapshots(**frames), policy or AccessPolicy())
+    return drift_table(
+        DaySnapshots(**frames),
+        policy or AccessPolicy(),
+        day="2026-11-30",
+        confirmation=Confirmation(required=False, run_id=run_id),
+    )
 
 
 def test_drift_table_names_the_snapshots_it_rests_on_in_order() -> None:

@@ -3,16 +3,32 @@
 import dagster as dg
 import pandas as pd
 
+from recon_pipeline.clients.frame_store import FrameNotStoredError, FrameStore
+from recon_pipeline.defs import run_tags
 from recon_pipeline.defs.assets.snapshots import GROUP
 from recon_pipeline.defs.hooks import record_failed_run
-from recon_pipeline.defs.resources import ReconciliationPolicyResource
+from recon_pipeline.defs.resources import MembershipDbResource, ReconciliationPolicyResource
 from recon_pipeline.domain.columns import IssueCol
-from recon_pipeline.domain.issue_table import DaySnapshots, DriftTable, drift_table
+from recon_pipeline.domain.confirmation import StoredDrift, previous_observation
+from recon_pipeline.domain.issue_table import (
+    Confirmation,
+    DaySnapshots,
+    DriftTable,
+    PreviousRun,
+    drift_table,
+)
 from recon_pipeline.domain.policy import RoleResolutionError
-from recon_pipeline.domain.provenance import sources_of
+from recon_pipeline.domain.provenance import (
+    PREVIOUS_RUN,
+    origin_of,
+    sources_of,
+    sources_of_attrs,
+)
 from recon_pipeline.domain.report import RunSummary
 
 PREVIEW_ROWS = 25
+DRIFT = "drift_issues"
+EXCEPTIONS = "access_exceptions"
 SNAPSHOTS_COMPLETE = "snapshots_complete"
 
 _COLUMN_DOCS = {
@@ -32,6 +48,8 @@ _COLUMN_DOCS = {
     IssueCol.STATUS_FIX: "status a fix writes (STALE_DATABASE_STATUS)",
     IssueCol.TEAM_NAME: "Team.name",
     IssueCol.FIX_WITHHELD: "why bad data withholds the fix (empty: nothing does)",
+    IssueCol.ACCESS_EXCEPTION: "id of the access exception that gives the expected role",
+    IssueCol.AWAITING_CONFIRMATION: "why a removal waits for the next run (empty: it does not)",
 }
 _TUPLES = {IssueCol.DISCORD_ROLES, IssueCol.ROLES_TO_ADD, IssueCol.ROLES_TO_REMOVE}
 DRIFT_SCHEMA = dg.TableSchema(
@@ -64,19 +82,29 @@ def drift_issues(
     stripe_subscriptions: pd.DataFrame,
     discord_member_roles: pd.DataFrame,
     discord_roles: pd.DataFrame,
+    access_exceptions: pd.DataFrame,
+    membership_db: MembershipDbResource,
     policy: ReconciliationPolicyResource,
 ):  # no return annotation: with check_specs Dagster reads one as the output's type
     """One row per drift issue: who should hold which role, who holds it, which cached status is
-    stale (docs/behaviour.md §2). Computed from the day's stored snapshots only."""
+    stale (docs/behaviour.md §2). Computed from the day's stored snapshots only; removals the
+    previous complete run did not find wait for confirmation (§4)."""
     snapshots = DaySnapshots(
         membership_members,
         membership_teams,
         stripe_subscriptions,
         discord_member_roles,
         discord_roles,
+        access_exceptions,
     )
+    confirmation = _confirmation(context, membership_db, policy.confirm_removals, snapshots)
     try:
-        table = drift_table(snapshots, policy.access_policy())
+        table = drift_table(
+            snapshots,
+            policy.access_policy(),
+            day=context.partition_key,
+            confirmation=confirmation,
+        )
     except RoleResolutionError as exc:
         raise dg.Failure(description=f"Discord roles cannot be matched: {exc}") from None
     for anomaly in table.anomalies:
@@ -90,6 +118,42 @@ def drift_issues(
         check_results=[_completeness_check(table.problems)],
         metadata=_drift_metadata(table),
     )
+
+
+def _confirmation(
+    context: dg.AssetExecutionContext,
+    membership_db: MembershipDbResource,
+    required: bool,
+    snapshots: DaySnapshots,
+) -> Confirmation:
+    """The previous complete run (the one whose snapshots were taken last before these), from
+    the stored drift tables: its access exceptions, and its issues when removals need
+    confirming."""
+    taken = [o.taken_at for o in map(origin_of, snapshots) if o and o.taken_at]
+    run = context.run
+    if not taken:
+        return Confirmation(required, run.run_id)
+    with membership_db.frame_store() as store:
+        stored = [StoredDrift(e.run_id, e.day, e.attrs) for e in store.entries_named(DRIFT)]
+        chain = run_tags.run_chain(context.instance, run)
+        found = previous_observation(stored, chain=chain, observed_at=min(taken))
+        if found is None:
+            return Confirmation(required, run.run_id)
+        exceptions = _previous_exceptions(store, found)
+        issues = store.read(DRIFT, found.day, found.run_id) if required else None
+    previous = PreviousRun(found.run_id, found.day, exceptions, issues)
+    return Confirmation(required, run.run_id, previous)
+
+
+def _previous_exceptions(store: FrameStore, previous: StoredDrift) -> pd.DataFrame | None:
+    """The access exceptions the previous run snapshotted; None when it predates them."""
+    for origin in sources_of_attrs(previous.attrs):
+        if origin is not None and origin.frame == EXCEPTIONS:
+            try:
+                return store.read(origin.frame, origin.day, origin.run_id)
+            except FrameNotStoredError:
+                return None
+    return None
 
 
 def _completeness_check(problems: list[str]) -> dg.AssetCheckResult:
@@ -110,6 +174,9 @@ def _drift_metadata(table: DriftTable) -> dict[str, object]:
         "by_severity": dg.MetadataValue.json(summary.by_severity),
         "high_severity": summary.by_severity.get("HIGH", 0),
         "data_anomalies": dg.MetadataValue.json(table.anomalies),
+        "awaiting_confirmation": table.awaiting,
+        "confirmed_against_run": table.issues.attrs.get(PREVIOUS_RUN) or "none",
+        "exceptions_lapsed": dg.MetadataValue.json(table.lapsed),
         "snapshots_from_runs": dg.MetadataValue.json(
             sorted({o.run_id for o in sources_of(table.issues) if o})
         ),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
+from recon_pipeline.clients.access_exceptions import load_exceptions
 from recon_pipeline.clients.discord import DiscordError
 from recon_pipeline.clients.fixing_lease import fixing_mark
 from recon_pipeline.clients.membership_db import load_members, load_teams
@@ -23,7 +24,8 @@ from recon_pipeline.defs.resources import (
     ReconciliationPolicyResource,
     StripeResource,
 )
-from recon_pipeline.domain.columns import GuildMemberRoleCol
+from recon_pipeline.domain.access_exceptions import live_exceptions
+from recon_pipeline.domain.columns import ExceptionCol, GuildMemberRoleCol
 from recon_pipeline.domain.fixes import count_role_holders
 from recon_pipeline.domain.policy import RoleResolutionError, resolve_managed_role_ids
 from recon_pipeline.domain.provenance import stamp_snapshot
@@ -60,8 +62,15 @@ def snapshot_stamper(membership_db: MembershipDbResource) -> Callable[[pd.DataFr
     return stamp
 
 
-def read_membership(membership_db: MembershipDbResource) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Members and teams, read in one transaction so they agree with each other."""
+@dataclass(frozen=True)
+class MembershipSnapshot:
+    members: pd.DataFrame
+    teams: pd.DataFrame
+    exceptions: pd.DataFrame  # every access exception not removed, live or expired
+
+
+def read_membership(membership_db: MembershipDbResource) -> MembershipSnapshot:
+    """Members, teams and access exceptions, read in one transaction so they agree."""
     with membership_db.engine() as engine, engine.connect() as conn:
         if conn.dialect.name == "postgresql":  # one snapshot for both reads
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
@@ -70,7 +79,7 @@ def read_membership(membership_db: MembershipDbResource) -> tuple[pd.DataFrame, 
                 # pysqlite sends no BEGIN before a SELECT, so each read would see the database
                 # as of its own moment; an explicit one holds both reads to one state.
                 conn.exec_driver_sql("BEGIN")
-            return load_members(conn), load_teams(conn)
+            return MembershipSnapshot(load_members(conn), load_teams(conn), load_exceptions(conn))
 
 
 def read_stripe(stripe: StripeResource) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -117,20 +126,25 @@ def membership_snapshot(
     membership_db: MembershipDbResource,
     policy: ReconciliationPolicyResource,
 ):
-    """Members and teams, read in one transaction so they agree with each other."""
+    """Members, teams and access exceptions, read in one transaction so they agree."""
     refuse_past_day(context, policy.timezone)
     stamp = snapshot_stamper(membership_db)
-    members, teams = read_membership(membership_db)
-    stamp(members)
-    stamp(teams)
-    linked = int(members["discord_id"].notna().sum())
+    now = read_membership(membership_db)
+    for frame in (now.members, now.teams, now.exceptions):
+        stamp(frame)
+    linked = int(now.members["discord_id"].notna().sum())
     yield dg.Output(
-        members,
+        now.members,
         output_name="membership_members",
-        metadata={"dagster/row_count": len(members), "linked_to_discord": linked},
+        metadata={"dagster/row_count": len(now.members), "linked_to_discord": linked},
     )
     yield dg.Output(
-        teams, output_name="membership_teams", metadata={"dagster/row_count": len(teams)}
+        now.teams, output_name="membership_teams", metadata={"dagster/row_count": len(now.teams)}
+    )
+    yield dg.Output(
+        now.exceptions,
+        output_name="access_exceptions",
+        metadata=exceptions_metadata(now.exceptions, context.partition_key),
     )
 
 
@@ -191,10 +205,10 @@ def discord_snapshot(
     )
 
 
-def _two_frame_snapshot(
+def _multi_frame_snapshot(
     step: Callable[..., object], partitions: dg.PartitionsDefinition, kind: str, **frames: str
 ) -> dg.AssetsDefinition:
-    """A snapshot step that stores two frames read together (`frames`: name → description)."""
+    """A snapshot step that stores frames read together (`frames`: name → description)."""
     outs = {
         name: dg.AssetOut(description=description, group_name=GROUP, kinds={kind})
         for name, description in frames.items()
@@ -207,17 +221,19 @@ def _two_frame_snapshot(
 def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The three snapshot steps on the configured day partitions."""
     return [
-        _two_frame_snapshot(
+        _multi_frame_snapshot(
             membership_snapshot,
             partitions,
             "pandas",
             membership_members="Every `Member` row (the columns the policy reads).",
             membership_teams="Every `Team` row.",
+            access_exceptions="Every access exception not removed (live or expired): accounts "
+            "and members given a managed role without paying (`recon-pipeline exceptions`).",
         ),
         dg.asset(
             partitions_def=partitions, group_name=GROUP, kinds={"stripe"}, hooks={record_failed_run}
         )(stripe_subscriptions),
-        _two_frame_snapshot(
+        _multi_frame_snapshot(
             discord_snapshot,
             partitions,
             "discord",
@@ -226,6 +242,18 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
             "an account holding no role has one row with no role).",
         ),
     ]
+
+
+def exceptions_metadata(exceptions: pd.DataFrame, day: str) -> dict[str, object]:
+    """How many exceptions count today and when the next one lapses, for the asset's page."""
+    live = live_exceptions(exceptions, day)
+    expiring = live[ExceptionCol.EXPIRES_ON].dropna()
+    return {
+        "dagster/row_count": len(exceptions),
+        "in_force": len(live),
+        "next_expiry": str(expiring.min()) if len(expiring) else "none",
+        "by_role": dg.MetadataValue.json(live[ExceptionCol.ROLE].value_counts().to_dict()),
+    }
 
 
 def _bots(member_roles: pd.DataFrame) -> int:

@@ -8,6 +8,7 @@ from recon_pipeline.clients.membership_db import read_run_record, utcnow, write_
 from recon_pipeline.defs import run_tags
 from recon_pipeline.defs.assets.snapshots import read_discord, read_membership, read_stripe
 from recon_pipeline.defs.hooks import record_failed_run
+from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.defs.resources import (
     DiscordResource,
     MembershipDbResource,
@@ -15,6 +16,7 @@ from recon_pipeline.defs.resources import (
     ReconciliationPolicyResource,
     StripeResource,
 )
+from recon_pipeline.domain.access_exceptions import live_exceptions
 from recon_pipeline.domain.drift import find_drift_issues
 from recon_pipeline.domain.notices import compose_notice
 from recon_pipeline.domain.policy import Severity
@@ -113,19 +115,25 @@ def verification_report(
     """The verified run's fixed issues that persist in fresh snapshots ("N of M fixed issues
     persist"). Recorded as a ReconciliationRun with isVerificationRun=true; never fixes."""
     parent_issues = _parent_issues(membership_db, config.parent_run_id)
-    members, teams = read_membership(membership_db)
+    membership = read_membership(membership_db)
     subscriptions, _ = read_stripe(stripe)
     now = read_discord(discord, policy)
     drift = find_drift_issues(
-        members, teams, subscriptions, now.member_roles, now.roles, policy.access_policy()
+        membership.members,
+        membership.teams,
+        subscriptions,
+        now.member_roles,
+        now.roles,
+        policy.access_policy(),
+        live_exceptions(membership.exceptions, local_day(policy.timezone)),
     )
     verification = verify_fixes(parent_issues, drift)
     record = verification_record(
         run_tags.run_facts(context.instance, context.run, None),
         verification,
         parent_run_id=config.parent_run_id,
-        members_checked=len(members),
-        teams_checked=len(teams),
+        members_checked=len(membership.members),
+        teams_checked=len(membership.teams),
         completed_at=utcnow(),
     )
     with membership_db.engine() as engine, engine.begin() as conn:

@@ -1,0 +1,105 @@
+"""Removal confirmation (docs/behaviour.md §4): a removal is applied only once two runs saw it.
+
+A pure removal (an UNAUTHORIZED_ACCESS or ORPHANED_ACCESS fix, a status downgrade from granting
+to non-granting) that the previous complete run did not find as well waits: one bad observation
+(a Stripe answer briefly wrong, a member linked to the wrong account for an hour, a webhook not
+yet processed) never takes anyone's access away. Grants and swaps never wait.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from recon_pipeline.domain.columns import IssueCol
+from recon_pipeline.domain.drift import discord_id_keys
+from recon_pipeline.domain.fixes import takes_access_away
+from recon_pipeline.domain.policy import DriftType
+from recon_pipeline.domain.provenance import COMPLETENESS, sources_of_attrs
+
+
+@dataclass(frozen=True)
+class StoredDrift:
+    """A drift table in the frame store's catalog: which run stored it, for which day, and
+    what it says of itself (the snapshots it rests on, what the completeness check found)."""
+
+    run_id: str
+    day: str
+    attrs: dict[str, Any]
+
+    @property
+    def observed_at(self) -> dt.datetime | None:
+        """When its snapshots were taken (the earliest); None when it does not say."""
+        taken = [o.taken_at for o in sources_of_attrs(self.attrs) if o and o.taken_at]
+        return min(taken) if taken else None
+
+    @property
+    def complete(self) -> bool:
+        return self.attrs.get(COMPLETENESS) == []
+
+
+def previous_observation(
+    stored: list[StoredDrift], *, chain: frozenset[str], observed_at: dt.datetime
+) -> StoredDrift | None:
+    """The previous complete run's drift table: of other runs' tables whose snapshots passed the
+    completeness check and were taken before `observed_at`, the one taken last."""
+    earlier = [
+        s
+        for s in stored
+        if s.run_id not in chain
+        and s.complete
+        and s.observed_at is not None
+        and s.observed_at < observed_at
+    ]
+    return max(earlier, key=lambda s: (s.observed_at, s.run_id), default=None)
+
+
+def awaiting_reason(first_seen_in: str) -> str:
+    return f"awaiting confirmation (first seen in run {first_seen_in})"
+
+
+def removal_keys(issues: pd.DataFrame) -> pd.Series:
+    """What makes two runs' removals the same: the account (its Discord id as Discord compares
+    it, or the member or team whose status is written), the type, the roles removed and the
+    status written. Missing for issues that are no pure removal."""
+    removal = takes_access_away(issues)
+    frame = issues[removal.to_numpy()]
+    stale = frame[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS
+    account = pd.Series(
+        discord_id_keys(frame[IssueCol.DISCORD_ID]).astype("str"), index=frame.index, dtype="str"
+    )
+    status_subject = frame[IssueCol.MEMBER_ID].fillna("team:" + frame[IssueCol.TEAM_ID])
+    account = account.where(~stale, status_subject.astype("str"))
+    removed = frame[IssueCol.ROLES_TO_REMOVE].map(lambda roles: ",".join(roles or ()))
+    keys = (
+        frame[IssueCol.TYPE].astype("str")
+        + "|"
+        + account
+        + "|"
+        + removed.astype("str")
+        + "|"
+        + frame[IssueCol.STATUS_FIX].astype("str").fillna("")
+    )
+    return keys.reindex(issues.index)
+
+
+def await_confirmation(
+    issues: pd.DataFrame, previous: pd.DataFrame | None, *, first_seen_in: str
+) -> pd.DataFrame:
+    """The issue table with `awaiting_confirmation` set on each pure removal that `previous`
+    (the previous complete run's drift table; None when there is none) did not find too.
+
+    An awaiting issue keeps its planned changes, so the next run can match it; the fixing step
+    skips them and the guard does not count them.
+    """
+    frame = issues.copy()
+    keys = removal_keys(frame)
+    seen = set(removal_keys(previous).dropna()) if previous is not None and len(previous) else set()
+    waits = keys.notna() & ~keys.isin(seen)
+    frame[IssueCol.AWAITING_CONFIRMATION] = pd.Series(None, index=frame.index, dtype="str").where(
+        ~waits, awaiting_reason(first_seen_in)
+    )
+    return frame

@@ -1,0 +1,179 @@
+"""`recon-pipeline exceptions add|list|remove` (docs/behaviour.md §1)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import sys
+
+import sqlalchemy as sa
+
+from recon_pipeline.clients.access_exceptions import (
+    ExceptionInputError,
+    NewException,
+    add_exception,
+    list_exceptions,
+    remove_exception,
+    role_kind,
+)
+from recon_pipeline.clients.membership_db import ensure_pipeline_tables, parse_database_url
+from recon_pipeline.defs.partitions import local_day
+from recon_pipeline.domain.access_exceptions import role_name
+from recon_pipeline.domain.policy import ManagedRoles
+from recon_pipeline.settings import Settings, load_settings
+
+
+def add_exceptions_parser(commands: argparse._SubParsersAction) -> None:
+    exceptions = commands.add_parser(
+        "exceptions",
+        help="access without paying: staff, sponsors, partners (add, list, remove)",
+        description="Access exceptions give a Discord account or a member a managed role "
+        "without a subscription; the reconciliation run treats holding it as no drift and "
+        "grants it when missing.",
+    )
+    actions = exceptions.add_subparsers(dest="exceptions_command", required=True)
+
+    add = actions.add_parser("add", help="give an account or member a role without paying")
+    subject = add.add_mutually_exclusive_group(required=True)
+    subject.add_argument("--discord-id", help="the Discord account (digits)")
+    subject.add_argument("--member-id", help='the "Member".id')
+    add.add_argument("--role", required=True, help="the managed role it gives, e.g. Lord")
+    add.add_argument("--reason", required=True, help="why, for whoever reads the list later")
+    add.add_argument("--expires", type=_date, help="the last day it counts (YYYY-MM-DD)")
+    add.add_argument("--by", default=None, help="who adds it (default: this login's user)")
+    add.set_defaults(handler=_add)
+
+    listing = actions.add_parser("list", help="the exceptions in force")
+    listing.add_argument("--all", action="store_true", help="expired and removed ones too")
+    listing.set_defaults(handler=_list)
+
+    remove = actions.add_parser("remove", help="take an exception out of force")
+    remove.add_argument("id", help="the exception's id, as `exceptions list` shows it")
+    remove.add_argument("--by", default=None, help="who removes it (default: this login's user)")
+    remove.set_defaults(handler=_remove)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _user(given: str | None) -> str:
+    if given and given.strip():
+        return given.strip()
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in a container: say so rather than guess
+        return "unknown"
+
+
+def _roles(settings: Settings) -> ManagedRoles:
+    return ManagedRoles(
+        settings.DISCORD_ROLE_SQUIRE,
+        settings.DISCORD_ROLE_KNIGHT,
+        settings.DISCORD_ROLE_LORD,
+        settings.DISCORD_ROLE_DEBTOR,
+    )
+
+
+def _engine(settings: Settings) -> sa.Engine:
+    engine = parse_database_url(settings.DATABASE_URL).create_engine()
+    ensure_pipeline_tables(engine)
+    return engine
+
+
+def _add(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    engine = _engine(settings)
+    roles = _roles(settings)
+    try:
+        new_id = add_exception(
+            engine,
+            NewException(
+                discord_id=args.discord_id,
+                member_id=args.member_id,
+                role=args.role,
+                reason=args.reason,
+                added_by=_user(args.by),
+                expires_on=args.expires,
+            ),
+            roles=roles,
+            today=local_day(settings.RECONCILIATION_TIMEZONE),
+        )
+    except ExceptionInputError as exc:
+        print(f"recon-pipeline: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    subject = (
+        f"Discord account {args.discord_id}" if args.discord_id else f"member {args.member_id}"
+    )
+    until = f" until {args.expires.isoformat()}" if args.expires else ""
+    role = role_name(role_kind(args.role, roles), roles)
+    print(f"Added exception #{new_id}: {subject} may hold {role}{until}.")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    engine = _engine(settings)
+    roles = _roles(settings)
+    try:
+        with engine.connect() as conn:
+            rows = list_exceptions(
+                conn, today=local_day(settings.RECONCILIATION_TIMEZONE), everything=args.all
+            )
+    finally:
+        engine.dispose()
+    if not rows:
+        print("No access exceptions" + ("." if args.all else " in force."))
+        return 0
+    table = [("id", "subject", "role", "expires", "status", "added", "reason")]
+    for row in rows:
+        subject = (
+            f"discord:{row['discord_id']}" if row["discord_id"] else f"member:{row['member_id']}"
+        )
+        added = f"{row['added_at']:%Y-%m-%d} by {row['added_by']}"
+        if row["status"] == "removed":
+            added += f"; removed {row['removed_at']:%Y-%m-%d} by {row['removed_by']}"
+        table.append(
+            (
+                str(row["id"]),
+                subject,
+                role_name(str(row["role"]), roles),
+                row["expires_on"].isoformat() if row["expires_on"] else "never",
+                str(row["status"]),
+                added,
+                str(row["reason"]),
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    for line in table:
+        cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True)]
+        print("  ".join([*cells, line[-1]]))
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    engine = _engine(settings)
+    try:
+        row = remove_exception(engine, args.id, removed_by=_user(args.by))
+    except ExceptionInputError as exc:
+        print(f"recon-pipeline: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    subject = (
+        f"Discord account {row['discord_id']}"
+        if row["discord_id"]
+        else f"member {row['member_id']}"
+    )
+    print(
+        f"Removed exception #{row['id']} ({subject}); the next reconciliation run treats the "
+        "account as any other."
+    )
+    return 0
