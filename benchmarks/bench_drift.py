@@ -4,6 +4,12 @@ Each size runs in a fresh process so memory figures do not leak between sizes. P
 the kernel's high-water mark of resident memory (VmHWM), reset just before the engine runs, so it
 covers the engine's working memory plus the input frames it holds.
 
+"with exc. s" times what a run does beyond the engine alone: access exceptions (1 per 100
+members, a tenth of them expired, half on members and half on Discord accounts) filtered to the
+live ones and applied by the engine, then removal confirmation against a previous run's findings
+(nine in ten of this table's issues). Both timings alternate within one process, so their ratio
+is not skewed by the machine's mood.
+
     python benchmarks/bench_drift.py                 # 10k, 100k, 1M
     python benchmarks/bench_drift.py --sizes 10000 --repeat 5
 """
@@ -36,7 +42,35 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
+def _exceptions(community, size: int):
+    import numpy as np
+    import pandas as pd
+
+    from recon_pipeline.domain.columns import ExceptionCol
+
+    rng = np.random.default_rng(size + 1)
+    n = max(1, size // 100)
+    on_member = rng.random(n) < 0.5
+    members = community.members["id"].to_numpy()[rng.integers(0, len(community.members), n)]
+    accounts = community.guild_member_roles["discord_id"].to_numpy()
+    accounts = accounts[rng.integers(0, len(accounts), n)]
+    return pd.DataFrame(
+        {
+            ExceptionCol.ID: np.arange(1, n + 1).astype(str),
+            ExceptionCol.DISCORD_ID: np.where(on_member, None, accounts),
+            ExceptionCol.MEMBER_ID: np.where(on_member, members, None),
+            ExceptionCol.ROLE: rng.choice(["squire", "knight", "lord"], n),
+            ExceptionCol.REASON: "staff",
+            ExceptionCol.ADDED_BY: "bench",
+            ExceptionCol.ADDED_AT: "2026-11-01T00:00:00",
+            ExceptionCol.EXPIRES_ON: np.where(rng.random(n) < 0.1, "2026-11-01", None),
+        }
+    ).astype("str")
+
+
 def _measure(size: int, repeat: int, with_oracle: bool) -> dict[str, float]:
+    from recon_pipeline.domain.access_exceptions import live_exceptions
+    from recon_pipeline.domain.confirmation import await_confirmation
     from recon_pipeline.domain.drift import find_drift_issues
     from recon_pipeline.domain.policy import AccessPolicy
     from recon_pipeline.sandbox.community import synthetic_community
@@ -52,20 +86,35 @@ def _measure(size: int, repeat: int, with_oracle: bool) -> dict[str, float]:
     }
     build_s = time.perf_counter() - started
     policy = AccessPolicy()
-    find_drift_issues(**frames, policy=policy)  # warm-up: imports, first-call costs
+    exceptions = _exceptions(community, size)
+    previous = find_drift_issues(**frames, policy=policy).sample(frac=0.9, random_state=1)
+    # warm-up: imports, first-call costs
+
+    def run_with_exceptions():
+        live = live_exceptions(exceptions, "2026-11-30")
+        found = find_drift_issues(**frames, policy=policy, exceptions=live)
+        return await_confirmation(found, previous, first_seen_in="bench")
+
+    run_with_exceptions()
 
     rss_before = _rss_mib("VmRSS")
     _reset_peak()
-    times = []
+    times, full_times = [], []
     for _ in range(repeat):
         started = time.perf_counter()
         issues = find_drift_issues(**frames, policy=policy)
         times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        run_with_exceptions()
+        full_times.append(time.perf_counter() - started)
     result = {
         "size": size,
         "build_s": build_s,
         "engine_s": statistics.median(times),
         "engine_best_s": min(times),
+        "full_s": statistics.median(full_times),
+        "exceptions": len(exceptions),
+        "previous": len(previous),
         "issues": len(issues),
         "rss_inputs_mib": rss_before,
         "peak_rss_mib": _rss_mib("VmHWM"),
@@ -99,7 +148,8 @@ def main() -> None:
     )
     header = (
         f"{'members':>9} {'issues':>7} {'engine s':>9} {'best s':>7} {'members/s':>11} "
-        f"{'oracle s':>9} {'inputs MiB':>10} {'peak MiB':>9}"
+        f"{'oracle s':>9} {'inputs MiB':>10} {'peak MiB':>9} {'exc.':>7} {'prev.':>7} "
+        f"{'with exc. s':>11} {'ratio':>6}"
     )
     print(header)
     ctx = multiprocessing.get_context("spawn")
@@ -110,7 +160,8 @@ def main() -> None:
         print(
             f"{r['size']:>9,} {r['issues']:>7,} {r['engine_s']:>9.3f} {r['engine_best_s']:>7.3f} "
             f"{r['size'] / r['engine_s']:>11,.0f} {oracle} {r['rss_inputs_mib']:>10.0f} "
-            f"{r['peak_rss_mib']:>9.0f}"
+            f"{r['peak_rss_mib']:>9.0f} {r['exceptions']:>7,} {r['previous']:>7,} "
+            f"{r['full_s']:>11.3f} {r['full_s'] / r['engine_s']:>6.2f}"
         )
 
 

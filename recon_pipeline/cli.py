@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import sqlalchemy as sa
 from filelock import FileLock
@@ -261,6 +262,7 @@ def _seed_demo_database() -> None:
     engine = open_engine(_demo_environment()["DATABASE_URL"])
     try:
         demo.seed_membership_db(engine, demo.demo_community())
+        demo.seed_demo_exceptions(engine, today=_today())
     finally:
         engine.dispose()
 
@@ -276,16 +278,22 @@ def _demo(_: argparse.Namespace) -> int:
         f"Demo community: {len(community.members)} members, {len(community.teams)} teams, "
         f"{len(community.subscriptions)} Stripe subscriptions, "
         f"{community.guild_member_roles['discord_id'].nunique()} Discord accounts "
-        f"(SQLite in {DEMO_DIR}/, emulators on loopback)\n"
+        f"(SQLite in {DEMO_DIR}/, emulators on loopback)"
+    )
+    print(
+        f"Access exceptions: {len(demo.DEMO_EXCEPTIONS)} comped accounts keep their roles "
+        "without paying (recon-pipeline exceptions list)\n"
     )
     with demo.running_sandbox(community) as sandbox:
         os.environ.update(sandbox.env())
         outcomes = []
-        for title, auto_fix in (
-            ("1. Dry run", False),
-            ("2. Run with fixes", True),
-            ("3. Run again", True),
+        for title, auto_fix, cancel_first in (
+            ("1. Dry run", False, False),
+            ("2. Run with fixes", True, True),
+            ("3. Run again", True, False),
         ):
+            if cancel_first:
+                _cancel_between_runs(demo, sandbox, community)
             print(f"== {title} ==")
             succeeded, run_id, _ = launch_reconciliation(
                 auto_fix=auto_fix, override_guard=False, in_process=True
@@ -301,6 +309,24 @@ def _demo(_: argparse.Namespace) -> int:
         "browse to http://127.0.0.1:3000."
     )
     return 0 if all(outcomes) else 1
+
+
+def _today() -> str:
+    from recon_pipeline.defs.partitions import local_day
+
+    return local_day(load_settings().RECONCILIATION_TIMEZONE)
+
+
+def _cancel_between_runs(demo: ModuleType, sandbox: object, community: object) -> None:
+    engine = parse_database_url(os.environ["DATABASE_URL"]).create_engine()
+    try:
+        member_id = demo.cancel_a_paying_member(sandbox, engine, community)
+    finally:
+        engine.dispose()
+    print(
+        f"(Meanwhile member {member_id} cancels. Run 2 finds that removal for the first time, "
+        "so it waits for run 3 to confirm it; the removals run 1 found are applied.)\n"
+    )
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ from recon_pipeline.clients.access_exceptions import (
     role_kind,
 )
 from recon_pipeline.clients.membership_db import ensure_pipeline_tables, parse_database_url
-from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.domain.access_exceptions import role_name
 from recon_pipeline.domain.policy import ManagedRoles
 from recon_pipeline.settings import Settings, load_settings
@@ -70,6 +69,12 @@ def _user(given: str | None) -> str:
         return "unknown"
 
 
+def _today(settings: Settings) -> str:
+    from recon_pipeline.defs.partitions import local_day  # Dagster loads only when needed
+
+    return local_day(settings.RECONCILIATION_TIMEZONE)
+
+
 def _roles(settings: Settings) -> ManagedRoles:
     return ManagedRoles(
         settings.DISCORD_ROLE_SQUIRE,
@@ -101,7 +106,7 @@ def _add(args: argparse.Namespace) -> int:
                 expires_on=args.expires,
             ),
             roles=roles,
-            today=local_day(settings.RECONCILIATION_TIMEZONE),
+            today=_today(settings),
         )
     except ExceptionInputError as exc:
         print(f"recon-pipeline: {exc}", file=sys.stderr)
@@ -123,9 +128,7 @@ def _list(args: argparse.Namespace) -> int:
     roles = _roles(settings)
     try:
         with engine.connect() as conn:
-            rows = list_exceptions(
-                conn, today=local_day(settings.RECONCILIATION_TIMEZONE), everything=args.all
-            )
+            rows = list_exceptions(conn, today=_today(settings), everything=args.all)
     finally:
         engine.dispose()
     if not rows:

@@ -117,7 +117,7 @@ def notice_for(
         {**record.app_row(), "fixesWithheld": record.fixes_withheld},
         guard_text=decision.guard.describe() if decision and tripped else None,
         run_url=run_url,
-        awaiting=int(awaiting(fixes).sum()),
+        awaiting=int(awaiting(fixes).sum()) if record.auto_fix_enabled else 0,
         lapsed_exceptions=lapsed,
     )
 

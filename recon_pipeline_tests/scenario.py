@@ -16,6 +16,7 @@ GUILD_ROLE_IDS = ROLE_IDS
 RECONCILIATION_ASSETS = (
     "membership_members",
     "membership_teams",
+    "access_exceptions",
     "stripe_subscriptions",
     "discord_roles",
     "discord_member_roles",

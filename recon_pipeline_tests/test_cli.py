@@ -124,6 +124,7 @@ def test_demo_runs_on_a_fresh_checkout_with_no_configuration(tmp_path: Path) -> 
     for kind in DriftType:
         assert f"{kind.value}:" in dry
     assert "0 fixed" in dry and "auto-fix on" in fixing
+    assert "1 removal(s) await confirmation" in fixing
     assert "NOT_IN_GUILD" in again
     assert "MISSING_ACCESS" not in again and "STALE_DATABASE_STATUS" not in again
     assert (tmp_path / "data" / "demo" / "membership.sqlite3").exists()

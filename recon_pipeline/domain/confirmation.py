@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recon_pipeline.domain.columns import IssueCol
 from recon_pipeline.domain.drift import discord_id_keys
@@ -96,9 +98,18 @@ def await_confirmation(
     skips them and the guard does not count them.
     """
     frame = issues.copy()
-    keys = removal_keys(frame)
-    seen = set(removal_keys(previous).dropna()) if previous is not None and len(previous) else set()
-    waits = keys.notna() & ~keys.isin(seen)
+    keys = pa.array(removal_keys(frame).array, type=pa.large_string())
+    seen = (
+        removal_keys(previous).dropna()
+        if previous is not None and len(previous)
+        else pd.Series([], dtype="str")
+    )
+    # Arrow's set lookup: pandas' `isin` on strings walks the values in Python.
+    found = pc.is_in(keys, value_set=pa.array(seen.array, type=pa.large_string()))
+    waits = pd.Series(
+        pc.and_(pc.is_valid(keys), pc.invert(found)).to_numpy(zero_copy_only=False),
+        index=frame.index,
+    )
     frame[IssueCol.AWAITING_CONFIRMATION] = pd.Series(None, index=frame.index, dtype="str").where(
         ~waits, awaiting_reason(first_seen_in)
     )

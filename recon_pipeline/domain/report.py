@@ -103,6 +103,12 @@ def format_run_report(record: dict[str, Any], *, examples: int = 3) -> str:
         lines.append(f"  failure: {record['failure']}")
     if record.get("fixes_withheld"):
         lines.append(f"  fixes withheld: {record['fixes_withheld']}")
+    waiting = [i for i in issues if i.get("awaitingConfirmation")]
+    if waiting and record.get("autoFixEnabled"):  # in a dry run nothing waits: nothing applies
+        lines.append(
+            f"  {len(waiting)} removal(s) await confirmation: applied only if the next run "
+            "finds them too"
+        )
     by_type: dict[str, list[dict[str, Any]]] = {}
     for issue in issues:
         by_type.setdefault(str(issue.get("type")), []).append(issue)

@@ -6,6 +6,7 @@ loopback and gives the environment variables that point the real clients at them
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -13,9 +14,11 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
+from recon_pipeline.clients.access_exceptions import NewException, add_exception
 from recon_pipeline.clients.membership_db import init_database, member_table, team_table
-from recon_pipeline.domain.columns import MemberCol, TeamCol
-from recon_pipeline.sandbox.community import GUILD_ID, Community, synthetic_community
+from recon_pipeline.domain.columns import GuildMemberRoleCol, MemberCol, SubscriptionCol, TeamCol
+from recon_pipeline.domain.policy import ManagedRoles
+from recon_pipeline.sandbox.community import GUILD_ID, ROLE_IDS, Community, synthetic_community
 from recon_pipeline.sandbox.discord_emulator import DiscordEmulator
 from recon_pipeline.sandbox.server import LoopbackServer
 from recon_pipeline.sandbox.stripe_emulator import StripeEmulator
@@ -27,9 +30,100 @@ DEMO_MEMBERS = 240
 DEMO_SEED = 11
 
 
+# Two comped accounts: a community manager with a member record and no subscription, and a
+# sponsor's account with no member record; each holds the role its access exception gives.
+COMPED_MEMBER_ID = "mem_comped_staff"
+COMPED_STAFF_DISCORD_ID = "1190000000000000001"
+COMPED_SPONSOR_DISCORD_ID = "1190000000000000002"
+DEMO_EXCEPTIONS = (
+    NewException(
+        discord_id=None,
+        member_id=COMPED_MEMBER_ID,
+        role="lord",
+        reason="staff: community manager",
+        added_by="demo",
+    ),
+    NewException(
+        discord_id=COMPED_SPONSOR_DISCORD_ID,
+        member_id=None,
+        role="knight",
+        reason="sponsor: Acme Corp",
+        added_by="demo",
+    ),
+)
+
+
 def demo_community() -> Community:
-    """A small community in which every drift type occurs (checked by the tests)."""
-    return synthetic_community(DEMO_MEMBERS, seed=DEMO_SEED, drift_rate=0.08)
+    """A small community in which every drift type occurs (checked by the tests), with two
+    comped accounts."""
+    community = synthetic_community(DEMO_MEMBERS, seed=DEMO_SEED, drift_rate=0.08)
+    staff = {
+        MemberCol.ID: COMPED_MEMBER_ID,
+        MemberCol.DISCORD_ID: COMPED_STAFF_DISCORD_ID,
+        MemberCol.STRIPE_CUSTOMER_ID: None,
+        MemberCol.EMAIL: "manager@example.org",
+        MemberCol.SUBSCRIPTION_STATUS: "NONE",
+        MemberCol.SEAT_TIER: "INDIVIDUAL",
+        MemberCol.INTRO_COMPLETED: True,
+        MemberCol.TEAM_ID: None,
+        MemberCol.IS_IN_DEBTOR_STATE: False,
+    }
+    accounts = [
+        (COMPED_STAFF_DISCORD_ID, ROLE_IDS["Lord"]),
+        (COMPED_SPONSOR_DISCORD_ID, ROLE_IDS["Knight"]),
+    ]
+    held = pd.DataFrame(
+        [
+            {GuildMemberRoleCol.DISCORD_ID: d, GuildMemberRoleCol.IS_BOT: False,
+             GuildMemberRoleCol.ROLE_ID: r}
+            for d, r in accounts
+        ]
+    )  # fmt: skip
+    return dataclasses.replace(
+        community,
+        members=pd.concat(
+            [community.members, pd.DataFrame([staff]).astype(community.members.dtypes)],
+            ignore_index=True,
+        ),
+        guild_member_roles=pd.concat(
+            [community.guild_member_roles, held.astype(community.guild_member_roles.dtypes)],
+            ignore_index=True,
+        ),
+    )
+
+
+def seed_demo_exceptions(engine: sa.Engine, today: str) -> list[int]:
+    """The comped accounts' access exceptions; their ids."""
+    return [add_exception(engine, e, roles=ManagedRoles(), today=today) for e in DEMO_EXCEPTIONS]
+
+
+def cancel_a_paying_member(sandbox: Sandbox, engine: sa.Engine, community: Community) -> str:
+    """Cancel the subscription of a member in good standing, in Stripe and (as the app's webhook
+    would) in the database; the member's id. Their roles are left: the next run finds a removal
+    it has not seen before."""
+    subs = community.subscriptions
+    per_customer = subs.groupby(SubscriptionCol.CUSTOMER_ID)[SubscriptionCol.ID].transform("size")
+    single_active = subs[(subs[SubscriptionCol.STATUS] == "active") & (per_customer == 1)]
+    members = community.members
+    candidates = members[
+        members[MemberCol.TEAM_ID].isna()
+        & members[MemberCol.DISCORD_ID].notna()
+        & (members[MemberCol.SUBSCRIPTION_STATUS] == "ACTIVE")
+        & ~members[MemberCol.IS_IN_DEBTOR_STATE].astype(bool)
+        & members[MemberCol.STRIPE_CUSTOMER_ID].isin(single_active[SubscriptionCol.CUSTOMER_ID])
+    ].sort_values(MemberCol.ID)
+    holders = set(community.guild_member_roles[GuildMemberRoleCol.DISCORD_ID])
+    chosen = candidates[candidates[MemberCol.DISCORD_ID].isin(holders)].iloc[0]
+    customer = chosen[MemberCol.STRIPE_CUSTOMER_ID]
+    sub_id = single_active.loc[single_active[SubscriptionCol.CUSTOMER_ID] == customer].iloc[0]
+    sandbox.stripe.set_status(str(sub_id[SubscriptionCol.ID]), "canceled")
+    with engine.begin() as conn:
+        conn.execute(
+            member_table.update()
+            .where(member_table.c.id == chosen[MemberCol.ID])
+            .values(subscriptionStatus="CANCELLED")
+        )
+    return str(chosen[MemberCol.ID])
 
 
 def seed_membership_db(engine: sa.Engine, community: Community) -> None:

@@ -45,6 +45,12 @@ BAD_CONFIG = [
         id="auto-fix",
     ),
     pytest.param(
+        {"RECONCILIATION_CONFIRM_REMOVALS": "1"},
+        "RECONCILIATION_CONFIRM_REMOVALS='1'",
+        "true or false",
+        id="confirm-removals",
+    ),
+    pytest.param(
         {"RECONCILIATION_PAUSED": "maybe"},
         "RECONCILIATION_PAUSED='maybe'",
         "true or false",
