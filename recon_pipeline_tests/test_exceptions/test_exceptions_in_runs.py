@@ -8,6 +8,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -297,3 +298,29 @@ def test_exceptions_of_a_run_are_the_ones_its_snapshot_read(
 
         assert again.success
         assert ("UNAUTHORIZED_ACCESS", "m_staff") not in _issues(pipeline, again.run_id)
+
+
+def test_a_day_stored_before_exceptions_existed_is_recomputed_without_any(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _pipeline(sqlite_url, monkeypatch) as pipeline:
+        first = pipeline.run()
+        # What a run of the version before exceptions left: every snapshot but that one.
+        pipeline.execute(
+            "DELETE FROM recon_pipeline_stored_frame WHERE frame_name = 'access_exceptions'"
+        )
+        _except(pipeline, "Lord", member_id="m_staff")  # added since: not part of that day
+        defs = pipeline.definitions()
+
+        again = dg.materialize(
+            list(defs.assets),
+            selection=["drift_issues", "reconciliation_fixes", "reconciliation_run"],
+            instance=pipeline.instance,
+            partition_key=TODAY,
+            resources=defs.resources,
+        )
+
+        assert again.success
+        issues = _issues(pipeline, again.run_id)
+        assert ("UNAUTHORIZED_ACCESS", "m_staff") in issues
+        assert issues.keys() == _issues(pipeline, first.run_id).keys()
