@@ -16,6 +16,7 @@ from types import ModuleType
 import sqlalchemy as sa
 from filelock import FileLock
 
+from recon_pipeline.clients.access_exceptions import ExceptionInputError
 from recon_pipeline.clients.frame_store import adopt_day_keyed_frames
 from recon_pipeline.clients.membership_db import (
     DatabaseUrlError,
@@ -422,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (SettingsError, DatabaseUrlError, SandboxMissingError) as exc:
+    except (SettingsError, DatabaseUrlError, SandboxMissingError, ExceptionInputError) as exc:
         print(f"recon-pipeline: {exc}", file=sys.stderr)
         return 2
     except sa.exc.OperationalError as exc:

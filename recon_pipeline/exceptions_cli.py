@@ -1,16 +1,20 @@
-"""`recon-pipeline exceptions add|list|remove` (docs/behaviour.md §1)."""
+"""`recon-pipeline exceptions add|list|remove` (docs/behaviour.md §1).
+
+What the operator got wrong is raised as `ExceptionInputError`, which the command's `main`
+prints and turns into exit code 2 like any other bad input.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import getpass
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
 from recon_pipeline.clients.access_exceptions import (
-    ExceptionInputError,
     NewException,
     add_exception,
     list_exceptions,
@@ -84,17 +88,20 @@ def _roles(settings: Settings) -> ManagedRoles:
     )
 
 
-def _engine(settings: Settings) -> sa.Engine:
+@contextmanager
+def _database(settings: Settings) -> Iterator[sa.Engine]:
     engine = parse_database_url(settings.DATABASE_URL).create_engine()
-    ensure_pipeline_tables(engine)
-    return engine
+    try:
+        ensure_pipeline_tables(engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _add(args: argparse.Namespace) -> int:
     settings = load_settings()
-    engine = _engine(settings)
     roles = _roles(settings)
-    try:
+    with _database(settings) as engine:
         new_id = add_exception(
             engine,
             NewException(
@@ -108,11 +115,6 @@ def _add(args: argparse.Namespace) -> int:
             roles=roles,
             today=_today(settings),
         )
-    except ExceptionInputError as exc:
-        print(f"recon-pipeline: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        engine.dispose()
     subject = (
         f"Discord account {args.discord_id}" if args.discord_id else f"member {args.member_id}"
     )
@@ -124,13 +126,9 @@ def _add(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     settings = load_settings()
-    engine = _engine(settings)
     roles = _roles(settings)
-    try:
-        with engine.connect() as conn:
-            rows = list_exceptions(conn, today=_today(settings), everything=args.all)
-    finally:
-        engine.dispose()
+    with _database(settings) as engine, engine.connect() as conn:
+        rows = list_exceptions(conn, today=_today(settings), everything=args.all)
     if not rows:
         print("No access exceptions" + ("." if args.all else " in force."))
         return 0
@@ -161,15 +159,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    engine = _engine(settings)
-    try:
+    with _database(load_settings()) as engine:
         row = remove_exception(engine, args.id, removed_by=_user(args.by))
-    except ExceptionInputError as exc:
-        print(f"recon-pipeline: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        engine.dispose()
     subject = (
         f"Discord account {row['discord_id']}"
         if row["discord_id"]

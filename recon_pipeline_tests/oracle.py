@@ -217,40 +217,26 @@ def reference_drift_issues(
             if roles == expected:
                 continue
             issues.append(
-                {
+                _unclaimed(first_id_text[key], roles)
+                | {
                     IssueCol.TYPE: "ROLE_MISMATCH" if roles else "MISSING_ACCESS",
                     IssueCol.SEVERITY: "MEDIUM" if roles else "HIGH",
-                    IssueCol.MEMBER_ID: None,
-                    IssueCol.TEAM_ID: None,
-                    IssueCol.TEAM_NAME: None,
-                    IssueCol.DISCORD_ID: first_id_text[key],
-                    IssueCol.STRIPE_STATUS: None,
-                    IssueCol.DATABASE_STATUS: None,
-                    IssueCol.DISCORD_ROLES: tuple(sorted(roles)),
                     IssueCol.EXPECTED_ROLE: next(iter(expected)),
                     IssueCol.ROLES_TO_ADD: tuple(sorted(expected - roles)),
                     IssueCol.ROLES_TO_REMOVE: tuple(sorted(roles - expected)),
-                    IssueCol.STATUS_FIX: None,
                     IssueCol.ACCESS_EXCEPTION: str(exception["id"]),
                 }
             )
             continue
         if roles and key not in claimed and key not in bots and key not in exempt:
             issues.append(
-                {
+                _unclaimed(first_id_text[key], roles)
+                | {
                     IssueCol.TYPE: "ORPHANED_ACCESS",
                     IssueCol.SEVERITY: "HIGH",
-                    IssueCol.MEMBER_ID: None,
-                    IssueCol.TEAM_ID: None,
-                    IssueCol.TEAM_NAME: None,
-                    IssueCol.DISCORD_ID: first_id_text[key],
-                    IssueCol.STRIPE_STATUS: None,
-                    IssueCol.DATABASE_STATUS: None,
-                    IssueCol.DISCORD_ROLES: tuple(sorted(roles)),
                     IssueCol.EXPECTED_ROLE: None,
                     IssueCol.ROLES_TO_ADD: (),
                     IssueCol.ROLES_TO_REMOVE: tuple(sorted(roles)),
-                    IssueCol.STATUS_FIX: None,
                 }
             )
 
@@ -273,6 +259,20 @@ def reference_drift_issues(
 
     issues.sort(key=sort_key)
     return issues
+
+
+def _unclaimed(discord_id: str, roles: set[str]) -> dict[str, Any]:
+    """The fields of an issue of a server account no member record claims."""
+    return {
+        IssueCol.MEMBER_ID: None,
+        IssueCol.TEAM_ID: None,
+        IssueCol.TEAM_NAME: None,
+        IssueCol.DISCORD_ID: discord_id,
+        IssueCol.STRIPE_STATUS: None,
+        IssueCol.DATABASE_STATUS: None,
+        IssueCol.DISCORD_ROLES: tuple(sorted(roles)),
+        IssueCol.STATUS_FIX: None,
+    }
 
 
 def _stale(base: dict[str, Any], db_status: str | None, stripe_status: str | None) -> list[dict]:

@@ -3,18 +3,15 @@
 import dagster as dg
 import pandas as pd
 
-from recon_pipeline.clients.frame_store import FrameNotStoredError, FrameStore
 from recon_pipeline.defs import run_tags
 from recon_pipeline.defs.assets.snapshots import GROUP
 from recon_pipeline.defs.hooks import record_failed_run
 from recon_pipeline.defs.resources import MembershipDbResource, ReconciliationPolicyResource
 from recon_pipeline.domain.columns import IssueCol
-from recon_pipeline.domain.confirmation import StoredDrift, previous_observation
 from recon_pipeline.domain.issue_table import (
     Confirmation,
     DaySnapshots,
     DriftTable,
-    PreviousRun,
     drift_table,
 )
 from recon_pipeline.domain.policy import RoleResolutionError
@@ -22,13 +19,11 @@ from recon_pipeline.domain.provenance import (
     PREVIOUS_RUN,
     origin_of,
     sources_of,
-    sources_of_attrs,
 )
 from recon_pipeline.domain.report import RunSummary
+from recon_pipeline.previous_run import find_previous_run
 
 PREVIEW_ROWS = 25
-DRIFT = "drift_issues"
-EXCEPTIONS = "access_exceptions"
 SNAPSHOTS_COMPLETE = "snapshots_complete"
 
 _COLUMN_DOCS = {
@@ -126,34 +121,20 @@ def _confirmation(
     required: bool,
     snapshots: DaySnapshots,
 ) -> Confirmation:
-    """The previous complete run (the one whose snapshots were taken last before these), from
-    the stored drift tables: its access exceptions, and its issues when removals need
-    confirming."""
+    """How this run's removals are confirmed: against the previous complete run, the one whose
+    snapshots were taken last before these."""
     taken = [o.taken_at for o in map(origin_of, snapshots) if o and o.taken_at]
     run = context.run
     if not taken:
         return Confirmation(required, run.run_id)
     with membership_db.frame_store() as store:
-        stored = [StoredDrift(e.run_id, e.day, e.attrs) for e in store.entries_named(DRIFT)]
-        chain = run_tags.run_chain(context.instance, run)
-        found = previous_observation(stored, chain=chain, observed_at=min(taken))
-        if found is None:
-            return Confirmation(required, run.run_id)
-        exceptions = _previous_exceptions(store, found)
-        issues = store.read(DRIFT, found.day, found.run_id) if required else None
-    previous = PreviousRun(found.run_id, found.day, exceptions, issues)
+        previous = find_previous_run(
+            store,
+            chain=run_tags.run_chain(context.instance, run),
+            observed_at=min(taken),
+            with_issues=required,
+        )
     return Confirmation(required, run.run_id, previous)
-
-
-def _previous_exceptions(store: FrameStore, previous: StoredDrift) -> pd.DataFrame | None:
-    """The access exceptions the previous run snapshotted; None when it predates them."""
-    for origin in sources_of_attrs(previous.attrs):
-        if origin is not None and origin.frame == EXCEPTIONS:
-            try:
-                return store.read(origin.frame, origin.day, origin.run_id)
-            except FrameNotStoredError:
-                return None
-    return None
 
 
 def _completeness_check(problems: list[str]) -> dg.AssetCheckResult:
