@@ -105,14 +105,21 @@ def find_drift_issues(
     )
     guild = _GuildIndex.build(members, guild_member_roles, managed_role_ids, policy, exceptions)
     granted = _member_grants(members, exceptions, guild)
+    exception_ids = _exception_ids(exceptions)
 
     return _finish(
         [
             _access_issues(
-                members, teams, member_team_row, member_billing, customers, guild, granted
+                members,
+                teams,
+                member_team_row,
+                member_billing,
+                customers,
+                guild,
+                (*granted, exception_ids),
             ),
             _orphan_issues(guild_member_roles, guild),
-            _excepted_account_issues(guild_member_roles, guild),
+            _excepted_account_issues(guild_member_roles, guild, exception_ids),
             _stale_team_issues(teams, team_cust, customers),
             _stale_member_issues(members, member_team_row, member_cust, customers),
         ],
@@ -138,24 +145,33 @@ def _exception_bits(exceptions: pd.DataFrame) -> np.ndarray:
 def _member_grants(
     members: pd.DataFrame, exceptions: pd.DataFrame, guild: _GuildIndex
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per member, the role bit an exception gives it and that exception's id (0 and None when
-    none does): its own exception by member id, else one on its Discord account."""
+    """Per member, the role bit an exception gives it and that exception's row in `exceptions`
+    (0 and -1 when none does): its own exception by member id, else one on its account."""
     bits = guild.granted[guild.member_code]
-    ids = guild.granted_by[guild.member_code]
-    own = exceptions[exceptions[ExceptionCol.MEMBER_ID].notna()]
-    if len(own):
-        last = own.drop_duplicates(ExceptionCol.MEMBER_ID, keep="last")
-        # Arrow's hash lookup: a million member ids against a few exceptions in C++.
+    rows = guild.granted_by[guild.member_code]
+    own = exceptions[ExceptionCol.MEMBER_ID].notna().to_numpy()
+    if own.any():
+        own_rows = np.flatnonzero(own)
+        # A member's last exception is the one that counts (`exceptions` is in id order).
+        last = own_rows[~exceptions[ExceptionCol.MEMBER_ID].iloc[own_rows[::-1]].duplicated()
+                        .to_numpy()[::-1]]  # fmt: skip
+        # Arrow's hash lookup: a million member ids against a few exceptions, in C++.
         at = pc.index_in(
             _arrow_strings(members[MemberCol.ID]).cast(pa.large_string()),
-            value_set=_arrow_strings(last[ExceptionCol.MEMBER_ID]).cast(pa.large_string()),
+            value_set=_arrow_strings(exceptions[ExceptionCol.MEMBER_ID].iloc[last]).cast(
+                pa.large_string()
+            ),
         )
         at = pc.fill_null(at, _NO_KEY).to_numpy(zero_copy_only=False).astype("int64")
         found = at >= 0
-        bits = np.where(found, _append_zero(_exception_bits(last))[at], bits)
-        last_ids = last[ExceptionCol.ID].astype("str").to_numpy(dtype=object)
-        ids = np.where(found, np.append(last_ids, None)[at], ids)
-    return bits, ids
+        bits = np.where(found, _exception_bits(exceptions)[last][at], bits)
+        rows = np.where(found, last[at], rows)
+    return bits, rows
+
+
+def _exception_ids(exceptions: pd.DataFrame) -> np.ndarray:
+    """The exceptions' ids by row, with None in a last slot, so row -1 reads None."""
+    return np.append(exceptions[ExceptionCol.ID].astype("str").to_numpy(dtype=object), None)
 
 
 def _append_zero(values: np.ndarray) -> np.ndarray:
@@ -230,8 +246,14 @@ class _GuildIndex:
         self.is_bot: np.ndarray = arrays["is_bot"]
         self.claimed: np.ndarray = arrays["claimed"]
         self.exempt: np.ndarray = arrays["exempt"]
+        self.first_row: np.ndarray = arrays["first_row"]  # the account's first guild row
         self.granted: np.ndarray = arrays["granted"]  # role bit an exception gives the account
-        self.granted_by: np.ndarray = arrays["granted_by"]  # that exception's id
+        self.granted_by: np.ndarray = arrays["granted_by"]  # that exception's row, or -1
+
+    def rows_of(self, accounts: np.ndarray) -> np.ndarray:
+        """The first guild row of each account flagged in `accounts` (a mask over codes), in
+        row order."""
+        return np.sort(self.first_row[np.flatnonzero(accounts & (self.first_row >= 0))])
 
     @classmethod
     def build(
@@ -263,6 +285,11 @@ class _GuildIndex:
         np.bitwise_or.at(held, guild_code[in_guild_rows], bits[in_guild_rows])
         in_guild = np.zeros(size, dtype=bool)
         in_guild[guild_code[in_guild_rows]] = True
+        # Each account's first row (reversed, so the first write of a code is the one that
+        # stays): where its Discord id is read from, as written there.
+        listed = np.flatnonzero(in_guild_rows)[::-1]
+        first_row = np.full(size, _NO_KEY, dtype="int64")
+        first_row[guild_code[listed]] = listed
         is_bot = np.zeros(size, dtype=bool)
         bot_rows = (
             in_guild_rows
@@ -274,12 +301,11 @@ class _GuildIndex:
         exempt = np.zeros(size, dtype=bool)
         exempt[exempt_code[exempt_code >= 0]] = True
         granted = np.zeros(size, dtype="int64")
-        granted_by = np.full(size, None, dtype=object)
+        granted_by = np.full(size, _NO_KEY, dtype="int64")
         usable = excepted_code >= 0  # in id order: a later exception of an account wins
         granted[excepted_code[usable]] = _exception_bits(by_account)[usable]
-        granted_by[excepted_code[usable]] = (
-            by_account[ExceptionCol.ID].astype("str").to_numpy(dtype=object)[usable]
-        )
+        account_rows = np.flatnonzero(exceptions[ExceptionCol.DISCORD_ID].notna().to_numpy())
+        granted_by[excepted_code[usable]] = account_rows[usable]
         return cls(
             member_code=member_code,
             guild_code=guild_code,
@@ -288,6 +314,7 @@ class _GuildIndex:
             is_bot=is_bot,
             claimed=claimed,
             exempt=exempt,
+            first_row=first_row,
             granted=granted,
             granted_by=granted_by,
         )
@@ -300,7 +327,7 @@ def _access_issues(
     member_billing: np.ndarray,
     customers: _Customers,
     guild: _GuildIndex,
-    granted: tuple[np.ndarray, np.ndarray],
+    granted: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> pd.DataFrame:
     """MISSING_ACCESS, UNAUTHORIZED_ACCESS, ROLE_MISMATCH, DEBTOR_MISMATCH and NOT_IN_GUILD."""
     linked = members[MemberCol.DISCORD_ID].notna().to_numpy()
@@ -308,7 +335,7 @@ def _access_issues(
     debtor = _flag(members[MemberCol.IS_IN_DEBTOR_STATE])
     intro = _flag(members[MemberCol.INTRO_COMPLETED])
     lord_tier = members[MemberCol.SEAT_TIER].isin([SeatTier.OWNER, SeatTier.INDIVIDUAL]).to_numpy()
-    granted_bit, granted_by = granted
+    granted_bit, granted_by, exception_ids = granted
     # An exception gives its role only where the policy gives none: debtors stay Debtor and
     # entitled members keep the policy's role.
     by_exception = ~debtor & ~entitled & (granted_bit != 0)
@@ -378,7 +405,9 @@ def _access_issues(
             "missing_team": np.where(
                 ~in_team, picked[MemberCol.TEAM_ID].to_numpy(dtype=object, na_value=None), None
             ),
-            IssueCol.ACCESS_EXCEPTION: np.where(by_exception, granted_by, None)[rows],
+            IssueCol.ACCESS_EXCEPTION: exception_ids[
+                np.where(by_exception[rows], granted_by[rows], _NO_KEY)
+            ],
         }
     )
 
@@ -387,10 +416,8 @@ def _orphan_issues(guild_member_roles: pd.DataFrame, guild: _GuildIndex) -> pd.D
     """ORPHANED_ACCESS: guild accounts holding managed roles that no member record claims."""
     orphan = (guild.held != 0) & ~guild.claimed & ~guild.is_bot & ~guild.exempt
     orphan &= guild.granted == 0
-    codes = guild.guild_code
-    first_row_of_account = ~pd.Series(codes).duplicated().to_numpy()
-    rows = np.flatnonzero(orphan[codes] & first_row_of_account)
-    held = guild.held[codes[rows]]
+    rows = guild.rows_of(orphan)
+    held = guild.held[guild.guild_code[rows]]
     return pd.DataFrame(
         {
             IssueCol.TYPE: DriftType.ORPHANED_ACCESS.value,
@@ -406,13 +433,13 @@ def _orphan_issues(guild_member_roles: pd.DataFrame, guild: _GuildIndex) -> pd.D
     )
 
 
-def _excepted_account_issues(guild_member_roles: pd.DataFrame, guild: _GuildIndex) -> pd.DataFrame:
+def _excepted_account_issues(
+    guild_member_roles: pd.DataFrame, guild: _GuildIndex, exception_ids: np.ndarray
+) -> pd.DataFrame:
     """MISSING_ACCESS and ROLE_MISMATCH of guild accounts that no member record claims but an
     exception gives a role."""
     codes = guild.guild_code
-    excepted = (guild.granted != 0) & ~guild.claimed
-    first_row_of_account = ~pd.Series(codes).duplicated().to_numpy()
-    rows = np.flatnonzero(excepted[codes] & first_row_of_account)
+    rows = guild.rows_of((guild.granted != 0) & ~guild.claimed)
     held = guild.held[codes[rows]]
     expected = guild.granted[codes[rows]]
     kinds = np.select(
@@ -435,7 +462,7 @@ def _excepted_account_issues(guild_member_roles: pd.DataFrame, guild: _GuildInde
             "expected": expected,
             "add": expected & ~held,
             "remove": held & ~expected,
-            IssueCol.ACCESS_EXCEPTION: guild.granted_by[codes[rows]],
+            IssueCol.ACCESS_EXCEPTION: exception_ids[guild.granted_by[codes[rows]]],
         }
     )
 
@@ -733,8 +760,10 @@ def _describe(
         issues[IssueCol.STATUS_FIX].astype("str"),
         ")",
     )
-    notes = issues[IssueCol.ACCESS_EXCEPTION].map(exception_notes).astype("str").fillna("")
-    return descriptions + notes
+    if excepted.any():
+        notes = issues.loc[excepted, IssueCol.ACCESS_EXCEPTION].map(exception_notes)
+        descriptions[excepted] = descriptions[excepted] + notes.astype("str")
+    return descriptions
 
 
 def empty_issue_table() -> pd.DataFrame:

@@ -154,7 +154,11 @@ def status_downgrades(issues: pd.DataFrame) -> pd.Series:
 def takes_access_away(issues: pd.DataFrame) -> pd.Series:
     """Issues whose planned fix only takes access away: the ones the guard counts and holds."""
     removal_only = issues[IssueCol.TYPE].isin(list(REMOVAL_ONLY_TYPES))
-    has_removal = issues[IssueCol.ROLES_TO_REMOVE].map(len).astype("bool")  # none if withheld
+    has_removal = pd.Series(False, index=issues.index)
+    # Sized only where the type allows a removal: a Python call per row, so not on every row.
+    has_removal[removal_only] = (
+        issues.loc[removal_only, IssueCol.ROLES_TO_REMOVE].map(len).astype("bool")
+    )  # empty where bad data withheld the fix
     return (removal_only & has_removal) | status_downgrades(issues)
 
 
