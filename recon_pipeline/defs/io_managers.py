@@ -22,6 +22,7 @@ from recon_pipeline.clients.frame_store import (
 from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.defs.resources import MembershipDbResource, ReconciliationPolicyResource
 from recon_pipeline.domain.access_exceptions import empty_exceptions
+from recon_pipeline.domain.provenance import STORED
 
 LATEST = "latest"  # the key of an unpartitioned asset's value
 _NO_RUN = "__EPHEMERAL_RUN_ID"
@@ -70,7 +71,7 @@ class FrameStoreIOManager(dg.ConfigurableIOManager):
             with self.membership_db.frame_store() as store:
                 run_id = _producing_run(context) or _chosen_run(context, store, name, day)
                 if name in LATER_SNAPSHOT_FRAMES and store.entry(name, day, run_id) is None:
-                    return LATER_SNAPSHOT_FRAMES[name]()
+                    return _as_stored_empty(LATER_SNAPSHOT_FRAMES[name](), name, day, run_id)
                 frame = store.read(name, day, run_id)
         except (FrameNotStoredError, FrameDamagedError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
@@ -91,6 +92,12 @@ class FrameStoreIOManager(dg.ConfigurableIOManager):
                 metadata={"day": day, "oldest_kept_day": oldest},
                 allow_retries=False,
             )
+
+
+def _as_stored_empty(frame: pd.DataFrame, name: str, day: str, run_id: str) -> pd.DataFrame:
+    """`frame` read as that run's (empty) `name`, so what is computed from it names the run."""
+    frame.attrs[STORED] = {"frame": name, "day": day, "run_id": run_id, "row_count": 0}
+    return frame
 
 
 def _producing_run(context: dg.InputContext) -> str | None:

@@ -162,6 +162,7 @@ def deployment(
             "DATABASE_URL": app_membership_url,
             "RECONCILIATION_TIMEZONE": TIMEZONE,
             "RECONCILIATION_VERIFY_DELAY_MINUTES": str(DELAY_MINUTES),
+            "RECONCILIATION_CONFIRM_REMOVALS": "false",  # the one fixing run makes every fix
             # No scheduled run may join in, whatever the time of day.
             "RECONCILIATION_PAUSED": "true",
         }

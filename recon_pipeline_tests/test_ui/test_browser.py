@@ -269,6 +269,9 @@ def dagster_dev(
             "DATABASE_URL": database_url,
             "RECONCILIATION_VERIFY_DELAY_MINUTES": "0.1",  # 6 s
             "RECONCILIATION_TIMEZONE": TIMEZONE,
+            # The first fixing run makes every fix, removals included (confirmation has tests
+            # of its own).
+            "RECONCILIATION_CONFIRM_REMOVALS": "false",
         }
         log_path = tmp / "dagster-dev.log"
         # cwd: workspace.yaml / pyproject.toml name the code location
