@@ -120,7 +120,6 @@ def launch_reconciliation(
 
     from recon_pipeline.definitions import get_reconciliation_job
     from recon_pipeline.defs import run_tags
-    from recon_pipeline.defs.partitions import local_day
 
     settings = load_settings()
     fix_config: dict[str, object] = {"override_guard": override_guard}
@@ -139,7 +138,7 @@ def launch_reconciliation(
             instance=instance,
             run_config=run_config,
             tags={
-                run_tags.PARTITION: local_day(settings.RECONCILIATION_TIMEZONE),
+                run_tags.PARTITION: settings.today(),
                 run_tags.TRIGGERED_BY: "manual",
             },
         )
@@ -263,7 +262,7 @@ def _seed_demo_database() -> None:
     engine = open_engine(_demo_environment()["DATABASE_URL"])
     try:
         demo.seed_membership_db(engine, demo.demo_community())
-        demo.seed_demo_exceptions(engine, today=_today())
+        demo.seed_demo_exceptions(engine, today=load_settings().today())
     finally:
         engine.dispose()
 
@@ -310,12 +309,6 @@ def _demo(_: argparse.Namespace) -> int:
         "browse to http://127.0.0.1:3000."
     )
     return 0 if all(outcomes) else 1
-
-
-def _today() -> str:
-    from recon_pipeline.defs.partitions import local_day
-
-    return local_day(load_settings().RECONCILIATION_TIMEZONE)
 
 
 def _cancel_between_runs(demo: ModuleType, sandbox: object, community: object) -> None:

@@ -53,11 +53,12 @@ def build_resources(settings: Settings) -> dict[str, object]:
         database_url=_bound_by_name(settings, "DATABASE_URL"),
         storage_url=_bound_by_name(settings, "RECONCILIATION_STORAGE_URL"),
     )
+    roles = settings.managed_roles()
     policy = ReconciliationPolicyResource(
-        squire_role=settings.DISCORD_ROLE_SQUIRE,
-        knight_role=settings.DISCORD_ROLE_KNIGHT,
-        lord_role=settings.DISCORD_ROLE_LORD,
-        debtor_role=settings.DISCORD_ROLE_DEBTOR,
+        squire_role=roles.squire,
+        knight_role=roles.knight,
+        lord_role=roles.lord,
+        debtor_role=roles.debtor,
         granting_statuses=list(settings.RECONCILIATION_GRANTING_STATUSES),
         exempt_discord_ids=list(settings.RECONCILIATION_EXEMPT_DISCORD_IDS),
         auto_fix=settings.RECONCILIATION_AUTO_FIX,

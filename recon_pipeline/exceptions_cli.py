@@ -12,6 +12,7 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pandas as pd
 import sqlalchemy as sa
 
 from recon_pipeline.clients.access_exceptions import (
@@ -23,7 +24,6 @@ from recon_pipeline.clients.access_exceptions import (
 )
 from recon_pipeline.clients.membership_db import ensure_pipeline_tables, parse_database_url
 from recon_pipeline.domain.access_exceptions import role_name
-from recon_pipeline.domain.policy import ManagedRoles
 from recon_pipeline.settings import Settings, load_settings
 
 
@@ -73,21 +73,6 @@ def _user(given: str | None) -> str:
         return "unknown"
 
 
-def _today(settings: Settings) -> str:
-    from recon_pipeline.defs.partitions import local_day  # Dagster loads only when needed
-
-    return local_day(settings.RECONCILIATION_TIMEZONE)
-
-
-def _roles(settings: Settings) -> ManagedRoles:
-    return ManagedRoles(
-        settings.DISCORD_ROLE_SQUIRE,
-        settings.DISCORD_ROLE_KNIGHT,
-        settings.DISCORD_ROLE_LORD,
-        settings.DISCORD_ROLE_DEBTOR,
-    )
-
-
 @contextmanager
 def _database(settings: Settings) -> Iterator[sa.Engine]:
     engine = parse_database_url(settings.DATABASE_URL).create_engine()
@@ -100,7 +85,7 @@ def _database(settings: Settings) -> Iterator[sa.Engine]:
 
 def _add(args: argparse.Namespace) -> int:
     settings = load_settings()
-    roles = _roles(settings)
+    roles = settings.managed_roles()
     with _database(settings) as engine:
         new_id = add_exception(
             engine,
@@ -113,7 +98,7 @@ def _add(args: argparse.Namespace) -> int:
                 expires_on=args.expires,
             ),
             roles=roles,
-            today=_today(settings),
+            today=settings.today(),
         )
     subject = (
         f"Discord account {args.discord_id}" if args.discord_id else f"member {args.member_id}"
@@ -126,13 +111,13 @@ def _add(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     settings = load_settings()
-    roles = _roles(settings)
+    roles = settings.managed_roles()
     with _database(settings) as engine, engine.connect() as conn:
-        rows = list_exceptions(conn, today=_today(settings), everything=args.all)
+        rows = list_exceptions(conn, today=settings.today(), everything=args.all)
     if not rows:
         print("No access exceptions" + ("." if args.all else " in force."))
         return 0
-    table = [("id", "subject", "role", "expires", "status", "added", "reason")]
+    listed = []
     for row in rows:
         subject = (
             f"discord:{row['discord_id']}" if row["discord_id"] else f"member:{row['member_id']}"
@@ -140,21 +125,18 @@ def _list(args: argparse.Namespace) -> int:
         added = f"{row['added_at']:%Y-%m-%d} by {row['added_by']}"
         if row["status"] == "removed":
             added += f"; removed {row['removed_at']:%Y-%m-%d} by {row['removed_by']}"
-        table.append(
-            (
-                str(row["id"]),
-                subject,
-                role_name(str(row["role"]), roles),
-                row["expires_on"].isoformat() if row["expires_on"] else "never",
-                str(row["status"]),
-                added,
-                str(row["reason"]),
-            )
+        listed.append(
+            {
+                "id": row["id"],
+                "subject": subject,
+                "role": role_name(str(row["role"]), roles),
+                "expires": row["expires_on"].isoformat() if row["expires_on"] else "never",
+                "status": row["status"],
+                "added": added,
+                "reason": row["reason"],
+            }
         )
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
-    for line in table:
-        cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True)]
-        print("  ".join([*cells, line[-1]]))
+    print(pd.DataFrame(listed).astype(str).to_markdown(index=False, tablefmt="plain"))
     return 0
 
 

@@ -33,7 +33,6 @@ from recon_pipeline.domain.fixes import (
     GuardDecision,
     GuardPolicy,
     Outcome,
-    awaiting_results,
     count_role_holders,
     evaluate_guard,
     issue_outcomes,
@@ -246,7 +245,9 @@ def _fix_under_lease(
         changes = changes_made(applied)
         results = pd.concat(
             [
-                awaiting_results(actions[waits]),
+                skipped_results(
+                    actions[waits], Outcome.SKIPPED, actions.loc[waits, ActionCol.AWAITING]
+                ),
                 skipped_results(actions[held], Outcome.SKIPPED, guard.describe()),
                 applied,
             ],

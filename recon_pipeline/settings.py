@@ -32,9 +32,11 @@ from pydantic.fields import FieldInfo
 
 from recon_pipeline.clients.frame_bodies import StorageUrlError, parse_storage_url
 from recon_pipeline.clients.membership_db import DatabaseUrlError, parse_database_url
+from recon_pipeline.domain.days import local_day
 from recon_pipeline.domain.policy import (
     DEFAULT_GRANTING_STATUSES,
     STRIPE_SUBSCRIPTION_STATUSES,
+    ManagedRoles,
 )
 
 DEFAULT_DATA_DIR = Path("data")
@@ -327,6 +329,19 @@ class Settings(BaseModel):
     @field_serializer(*URL_VARIABLES, when_used="json")
     def _url_without_password(self, value: str | None) -> str | None:
         return hide_url_password(value) if value else value
+
+    def managed_roles(self) -> ManagedRoles:
+        """The four managed roles, as `DISCORD_ROLE_*` name them."""
+        return ManagedRoles(
+            self.DISCORD_ROLE_SQUIRE,
+            self.DISCORD_ROLE_KNIGHT,
+            self.DISCORD_ROLE_LORD,
+            self.DISCORD_ROLE_DEBTOR,
+        )
+
+    def today(self) -> str:
+        """Today's date in `RECONCILIATION_TIMEZONE`: the day a run now would fill."""
+        return local_day(self.RECONCILIATION_TIMEZONE)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():

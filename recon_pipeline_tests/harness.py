@@ -64,6 +64,19 @@ class Pipeline:
             raise_on_error=False,
         )
 
+    def recompute(self, day: str) -> dg.ExecuteInProcessResult:
+        """Recompute `day` from stored snapshots, as a backfill of the assets after the
+        snapshots (or the UI's "Materialize" on them) does: an asset-graph run."""
+        defs = self.definitions()
+        return dg.materialize(
+            list(defs.assets),
+            selection=["drift_issues", "reconciliation_fixes", "reconciliation_run"],
+            instance=self.instance,
+            partition_key=day,
+            resources=defs.resources,
+            raise_on_error=False,
+        )
+
     def reexecute(
         self,
         parent_run_id: str,

@@ -245,25 +245,17 @@ def _actions(
     )
 
 
-def skipped_results(actions: pd.DataFrame, outcome: Outcome, detail: str) -> pd.DataFrame:
-    """The same outcome and reason for every action in `actions`."""
+def skipped_results(
+    actions: pd.DataFrame, outcome: Outcome, detail: str | pd.Series
+) -> pd.DataFrame:
+    """The same outcome for every action in `actions`, with one reason for all or, given a
+    Series aligned with `actions`, each its own."""
+    details = detail.to_numpy() if isinstance(detail, pd.Series) else detail
     return pd.DataFrame(
         {
             ResultCol.KEY: actions[ActionCol.KEY].to_numpy(),
             ResultCol.OUTCOME: outcome.value,
-            ResultCol.DETAIL: detail,
-        },
-        columns=list(ResultCol.ALL),
-    ).astype("str")
-
-
-def awaiting_results(actions: pd.DataFrame) -> pd.DataFrame:
-    """Skipped, each with why its removal waits for confirmation."""
-    return pd.DataFrame(
-        {
-            ResultCol.KEY: actions[ActionCol.KEY].to_numpy(),
-            ResultCol.OUTCOME: Outcome.SKIPPED.value,
-            ResultCol.DETAIL: actions[ActionCol.AWAITING].to_numpy(),
+            ResultCol.DETAIL: details,
         },
         columns=list(ResultCol.ALL),
     ).astype("str")

@@ -295,17 +295,9 @@ def test_a_failed_asset_graph_run_still_leaves_its_record(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
-        defs = pipeline.definitions()
         # What the UI's "Materialize" on the asset graph launches (an __ASSET_JOB run).
         yesterday = (dt.date.fromisoformat(local_day(TIMEZONE)) - dt.timedelta(days=1)).isoformat()
-        result = dg.materialize(
-            list(defs.assets),
-            selection=["drift_issues", "reconciliation_fixes", "reconciliation_run"],
-            instance=pipeline.instance,
-            partition_key=yesterday,
-            resources=defs.resources,
-            raise_on_error=False,
-        )
+        result = pipeline.recompute(yesterday)
 
         assert not result.success
         record = pipeline.record(result.run_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import dagster as dg
 import pytest
 
 from recon_pipeline.defs.io_managers import SNAPSHOT_FRAMES
@@ -60,13 +59,7 @@ def test_retention_deletes_frames_past_the_horizon_and_keeps_newer_ones_and_run_
         assert deleted["oldest_day_kept"].value == recent
 
         # The day inside the horizon can still be recomputed, from those stored snapshots.
-        backfill = dg.materialize(
-            list(defs.assets),
-            selection=["drift_issues", "reconciliation_fixes", "reconciliation_run"],
-            instance=pipeline.instance,
-            partition_key=recent,
-            resources=defs.resources,
-        )
+        backfill = pipeline.recompute(recent)
         assert backfill.success
         assert (
             pipeline.record(backfill.run_id)["issuesFound"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
-import dagster as dg
 import pandas as pd
 import pytest
 
@@ -205,15 +204,7 @@ def test_status_downgrades_count_toward_the_guard(
 def test_a_recomputation_beyond_the_retention_horizon_fails_naming_the_day_and_horizon(
     pipeline: Pipeline,
 ) -> None:
-    defs = pipeline.definitions()
-    result = dg.materialize(
-        list(defs.assets),
-        selection=["drift_issues", "reconciliation_fixes", "reconciliation_run"],
-        instance=pipeline.instance,
-        partition_key="2026-03-02",
-        resources=defs.resources,
-        raise_on_error=False,
-    )
+    result = pipeline.recompute("2026-03-02")
 
     assert not result.success
     failure = pipeline.record(result.run_id)["failure"]

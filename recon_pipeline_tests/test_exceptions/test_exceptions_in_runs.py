@@ -310,17 +310,28 @@ def test_a_day_stored_before_exceptions_existed_is_recomputed_without_any(
             "DELETE FROM recon_pipeline_stored_frame WHERE frame_name = 'access_exceptions'"
         )
         _except(pipeline, "Lord", member_id="m_staff")  # added since: not part of that day
-        defs = pipeline.definitions()
 
-        again = dg.materialize(
-            list(defs.assets),
-            selection=["drift_issues", "reconciliation_fixes", "reconciliation_run"],
-            instance=pipeline.instance,
-            partition_key=TODAY,
-            resources=defs.resources,
-        )
+        again = pipeline.recompute(TODAY)
 
         assert again.success
         issues = _issues(pipeline, again.run_id)
         assert ("UNAUTHORIZED_ACCESS", "m_staff") in issues
         assert issues.keys() == _issues(pipeline, first.run_id).keys()
+
+
+def test_the_exceptions_page_shows_how_many_are_in_force_and_the_next_expiry(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    next_week = (dt.date.fromisoformat(TODAY) + dt.timedelta(days=7)).isoformat()
+    with _pipeline(sqlite_url, monkeypatch) as pipeline:
+        _except(pipeline, "Lord", member_id="m_staff")
+        _except(pipeline, "Knight", expires=next_week, discord_id="2001")
+        _except(pipeline, "Knight", expires=TODAY, discord_id="2002")
+        pipeline.run()
+
+        event = pipeline.instance.get_latest_materialization_event(dg.AssetKey("access_exceptions"))
+
+    metadata = event.asset_materialization.metadata
+    assert metadata["in_force"].value == 3
+    assert metadata["next_expiry"].value == TODAY
+    assert metadata["by_role"].value == {"knight": 2, "lord": 1}
