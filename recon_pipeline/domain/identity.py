@@ -1,0 +1,56 @@
+"""Issue identity (docs/behaviour.md §2): which of today's issues is the same as yesterday's.
+
+Two runs' issues are the same when the account, the type and the wanted change agree: the
+Discord account as Discord compares ids (the member, for an id no account can have; the member
+or team whose column is written, for a stale status), the expected role, the roles to add, the
+roles to remove and the status to write. The fingerprint is a short hash of that key, stable across runs, versions
+and databases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+
+from recon_pipeline.domain.columns import IssueCol
+from recon_pipeline.domain.drift import discord_id_keys
+from recon_pipeline.domain.policy import DriftType
+
+
+def issue_keys(issues: pd.DataFrame) -> pd.Series:
+    """Each issue's identity as readable text: type|account|expected|added|removed|status (the
+    expected role tells apart report-only issues, which plan no change)."""
+    stale = issues[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS
+    discord = pd.Series(discord_id_keys(issues[IssueCol.DISCORD_ID]), index=issues.index)
+    member = "member:" + issues[IssueCol.MEMBER_ID].astype("str")
+    account = discord.astype("str").where(discord != 0, member)
+    status_subject = member.fillna("team:" + issues[IssueCol.TEAM_ID].astype("str"))
+    account = account.where(~stale, status_subject).fillna("")
+    return (
+        issues[IssueCol.TYPE].astype("str")
+        + "|"
+        + account.astype("str")
+        + "|"
+        + issues[IssueCol.EXPECTED_ROLE].astype("str").fillna("")
+        + "|"
+        + _roles(issues[IssueCol.ROLES_TO_ADD])
+        + "|"
+        + _roles(issues[IssueCol.ROLES_TO_REMOVE])
+        + "|"
+        + issues[IssueCol.STATUS_FIX].astype("str").fillna("")
+    )
+
+
+def fingerprints(issues: pd.DataFrame) -> pd.Series:
+    """A 16-character fingerprint per issue (a hash of its `issue_keys`)."""
+    keys = issue_keys(issues)
+    # hashlib, not pandas' own hashing: the same issue must keep its fingerprint across pandas
+    # versions, which pandas does not promise.
+    return keys.map(lambda key: hashlib.blake2b(key.encode(), digest_size=8).hexdigest()).astype(
+        "str"
+    )
+
+
+def _roles(column: pd.Series) -> pd.Series:
+    return column.map(lambda roles: ",".join(roles) if isinstance(roles, (tuple, list)) else "")
