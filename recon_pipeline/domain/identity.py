@@ -3,8 +3,8 @@
 Two runs' issues are the same when the account, the type and the wanted change agree: the
 Discord account as Discord compares ids (the member, for an id no account can have; the member
 or team whose column is written, for a stale status), the expected role, the roles to add, the
-roles to remove and the status to write. The fingerprint is a short hash of that key, stable across runs, versions
-and databases.
+roles to remove and the status to write. The fingerprint is a short hash of that key, stable
+across runs, versions and databases.
 """
 
 from __future__ import annotations
