@@ -122,6 +122,9 @@ class IssueCol:
     FIX_WITHHELD = "fix_withheld"  # why bad data withholds the fix; empty when nothing does
     ACCESS_EXCEPTION = "access_exception"  # id of the exception behind the expected role
     AWAITING_CONFIRMATION = "awaiting_confirmation"  # why a removal waits; empty when it doesn't
+    FINGERPRINT = "fingerprint"  # the same for the same account, type and wanted change
+    FIRST_SEEN = "first_seen"  # when a run first saw it (its snapshots' time, UTC ISO 8601)
+    ISSUE_STATUS = "issue_status"  # new (the previous complete run did not find it) or persisting
 
     ALL = (
         TYPE,
@@ -141,6 +144,9 @@ class IssueCol:
         FIX_WITHHELD,
         ACCESS_EXCEPTION,
         AWAITING_CONFIRMATION,
+        FINGERPRINT,
+        FIRST_SEEN,
+        ISSUE_STATUS,
     )
 
 

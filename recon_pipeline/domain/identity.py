@@ -9,7 +9,9 @@ across runs, versions and databases.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -54,3 +56,50 @@ def fingerprints(issues: pd.DataFrame) -> pd.Series:
 
 def _roles(column: pd.Series) -> pd.Series:
     return column.map(lambda roles: ",".join(roles) if isinstance(roles, (tuple, list)) else "")
+
+
+NEW = "new"
+PERSISTING = "persisting"
+
+
+@dataclass(frozen=True)
+class Identified:
+    issues: pd.DataFrame  # with fingerprint, first_seen and issue_status filled in
+    resolved: int  # issues the previous run found that this one does not
+
+
+def identify(
+    issues: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    *,
+    observed_at: dt.datetime,
+    previous_observed_at: dt.datetime | None = None,
+) -> Identified:
+    """Give each issue its fingerprint and age: persisting (with the previous run's first
+    sighting) when the previous complete run found it too, else new, first seen at
+    `observed_at` (this run's snapshots). A previous table stored before issues had ages counts
+    its issues as first seen then."""
+    frame = issues.copy()
+    frame[IssueCol.FINGERPRINT] = fingerprints(frame)
+    seen_now = _iso(observed_at)
+    if previous is None or not len(previous):
+        frame[IssueCol.FIRST_SEEN] = seen_now
+        frame[IssueCol.ISSUE_STATUS] = NEW
+        return Identified(frame, resolved=0)
+    seen_then = _iso(previous_observed_at) if previous_observed_at else seen_now
+    before = pd.Series(
+        previous[IssueCol.FIRST_SEEN].to_numpy() if IssueCol.FIRST_SEEN in previous else pd.NA,
+        index=fingerprints(previous).to_numpy(),
+        dtype="str",
+    ).fillna(seen_then)
+    before = before[~before.index.duplicated()]
+    persisting = frame[IssueCol.FINGERPRINT].isin(before.index)
+    first = frame[IssueCol.FINGERPRINT].map(before)
+    frame[IssueCol.FIRST_SEEN] = first.where(persisting, seen_now).astype("str")
+    frame[IssueCol.ISSUE_STATUS] = pd.Series(NEW, index=frame.index).where(~persisting, PERSISTING)
+    resolved = int((~before.index.isin(frame[IssueCol.FINGERPRINT])).sum())
+    return Identified(frame, resolved=resolved)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.replace(tzinfo=None).isoformat(timespec="seconds")

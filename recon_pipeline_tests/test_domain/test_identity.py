@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 
 from recon_pipeline.domain.columns import IssueCol
-from recon_pipeline.domain.identity import fingerprints, issue_keys
+from recon_pipeline.domain.identity import fingerprints, identify, issue_keys
 from recon_pipeline_tests.builders import Snapshot, account, guild, member, sub, team
 
 
@@ -58,3 +60,38 @@ def test_unusable_ids_are_told_apart_by_member() -> None:
     assert "NOT_IN_GUILD|member:m_bad_id|Lord|||" in set(keys)
     assert "NOT_IN_GUILD|1002|Lord|||" in set(keys)
     assert "STALE_DATABASE_STATUS|team:t1||||NONE" in set(keys)
+
+
+MONDAY = dt.datetime(2026, 11, 30, 8, 0)
+TUESDAY = dt.datetime(2026, 12, 1, 8, 0)
+
+
+def test_issues_are_new_then_persisting_with_their_first_sighting() -> None:
+    monday = identify(_snapshot().drift(), None, observed_at=MONDAY)
+    assert set(monday.issues[IssueCol.ISSUE_STATUS]) == {"new"}
+    assert set(monday.issues[IssueCol.FIRST_SEEN]) == {"2026-11-30T08:00:00"}
+
+    # Tuesday: account 1001 paid again, and 1003 turned up with a role it should not have.
+    tuesday_snapshot = _snapshot(
+        subs=[sub("cus_u", "active"), sub("cus_a", "active"), sub("cus_b", "active")],
+        guild=guild(account("1001", "Lord"), account("2001", "Squire"), account("2002", "Lord")),
+    )
+    tuesday = identify(tuesday_snapshot.drift(), monday.issues, observed_at=TUESDAY)
+
+    rows = tuesday.issues.set_index(IssueCol.DISCORD_ID)
+    assert rows.loc["2001", IssueCol.ISSUE_STATUS] == "persisting"
+    assert rows.loc["2001", IssueCol.FIRST_SEEN] == "2026-11-30T08:00:00"
+    assert rows.loc["2002", IssueCol.ISSUE_STATUS] == "new"
+    assert rows.loc["2002", IssueCol.FIRST_SEEN] == "2026-12-01T08:00:00"
+    # The unpaid member's removal and stale status are gone: resolved.
+    assert tuesday.resolved == 2
+
+
+def test_a_previous_table_without_ages_counts_its_issues_as_first_seen_then() -> None:
+    old = _snapshot().drift()  # stored before issues had ages: no first_seen column
+    old = old.drop(columns=[IssueCol.FINGERPRINT, IssueCol.FIRST_SEEN, IssueCol.ISSUE_STATUS])
+
+    again = identify(_snapshot().drift(), old, observed_at=TUESDAY, previous_observed_at=MONDAY)
+
+    assert set(again.issues[IssueCol.ISSUE_STATUS]) == {"persisting"}
+    assert set(again.issues[IssueCol.FIRST_SEEN]) == {"2026-11-30T08:00:00"}

@@ -45,6 +45,9 @@ _COLUMN_DOCS = {
     IssueCol.FIX_WITHHELD: "why bad data withholds the fix (empty: nothing does)",
     IssueCol.ACCESS_EXCEPTION: "id of the access exception that gives the expected role",
     IssueCol.AWAITING_CONFIRMATION: "why a removal waits for the next run (empty: it does not)",
+    IssueCol.FINGERPRINT: "the same for the same account, type and wanted change across runs",
+    IssueCol.FIRST_SEEN: "when a run first found the issue (its snapshots' time, UTC)",
+    IssueCol.ISSUE_STATUS: "new, or persisting from the previous complete run",
 }
 _TUPLES = {IssueCol.DISCORD_ROLES, IssueCol.ROLES_TO_ADD, IssueCol.ROLES_TO_REMOVE}
 DRIFT_SCHEMA = dg.TableSchema(
