@@ -29,7 +29,9 @@ def find_previous_run(
     if found is None:
         return None
     issues = store.read(DRIFT, found.day, found.run_id) if with_issues else None
-    return PreviousRun(found.run_id, found.day, _exceptions_of(store, found), issues)
+    return PreviousRun(
+        found.run_id, found.day, _exceptions_of(store, found), issues, found.observed_at
+    )
 
 
 def _exceptions_of(store: FrameStore, previous: StoredDrift) -> pd.DataFrame | None:

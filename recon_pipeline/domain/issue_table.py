@@ -10,6 +10,7 @@ acts.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -25,6 +26,7 @@ from recon_pipeline.domain.completeness import snapshot_problems
 from recon_pipeline.domain.confirmation import await_confirmation
 from recon_pipeline.domain.drift import find_drift_issues
 from recon_pipeline.domain.fixes import awaiting
+from recon_pipeline.domain.identity import identify
 from recon_pipeline.domain.policy import AccessPolicy
 from recon_pipeline.domain.provenance import (
     COMPLETENESS,
@@ -55,6 +57,7 @@ class PreviousRun:
     day: str
     exceptions: pd.DataFrame | None = None  # None: it predates exceptions
     issues: pd.DataFrame | None = None
+    observed_at: dt.datetime | None = None  # when its snapshots were taken
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Confirmation:
     required: bool  # RECONCILIATION_CONFIRM_REMOVALS
     run_id: str  # this run: where a removal found now was first seen
     previous: PreviousRun | None = None
+    observed_at: dt.datetime | None = None  # when this run's snapshots were taken
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class DriftTable:
     anomalies: list[str]  # one warning per kind of bad data
     problems: list[str]  # why the snapshots look incomplete; empty when whole
     lapsed: list[str] = field(default_factory=list)  # exceptions lapsed since the previous run
+    resolved: int = 0  # issues the previous run found that this one does not
 
     @property
     def awaiting(self) -> int:
@@ -105,6 +110,13 @@ def drift_table(
             previous.issues if previous else None,
             first_seen_in=confirmation.run_id,
         )
+    identified = identify(
+        issues,
+        previous.issues if previous else None,
+        observed_at=confirmation.observed_at or dt.datetime.now(dt.UTC),
+        previous_observed_at=previous.observed_at if previous else None,
+    )
+    issues = identified.issues
     problems = snapshot_problems(members, teams, subscriptions, guild_member_roles)
     lapsed = [
         describe_exception(row, policy.roles)
@@ -127,4 +139,5 @@ def drift_table(
         anomalies=data_anomalies(members, teams, subscriptions),
         problems=problems,
         lapsed=lapsed,
+        resolved=identified.resolved,
     )
