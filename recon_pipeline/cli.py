@@ -25,8 +25,10 @@ from recon_pipeline.clients.membership_db import (
     parse_database_url,
     read_run_record,
 )
+from recon_pipeline.clients.run_lookup import RunNotFoundError
 from recon_pipeline.domain.fix_gate import WithheldCode
 from recon_pipeline.exceptions_cli import add_exceptions_parser
+from recon_pipeline.issues_cli import add_issues_parser
 from recon_pipeline.settings import SettingsError, hide_url_password, load_settings
 
 DEFAULT_DAGSTER_HOME = Path("dagster_home")
@@ -409,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.set_defaults(handler=_db_init)
     add_exceptions_parser(commands)
+    add_issues_parser(commands)
     return parser
 
 
@@ -416,7 +419,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (SettingsError, DatabaseUrlError, SandboxMissingError, ExceptionInputError) as exc:
+    except (
+        SettingsError,
+        DatabaseUrlError,
+        SandboxMissingError,
+        ExceptionInputError,
+        RunNotFoundError,
+    ) as exc:
         print(f"recon-pipeline: {exc}", file=sys.stderr)
         return 2
     except sa.exc.OperationalError as exc:
