@@ -63,6 +63,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         exempt_discord_ids=list(settings.RECONCILIATION_EXEMPT_DISCORD_IDS),
         auto_fix=settings.RECONCILIATION_AUTO_FIX,
         confirm_removals=settings.RECONCILIATION_CONFIRM_REMOVALS,
+        notify=settings.RECONCILIATION_NOTIFY,
         guard_floor=settings.RECONCILIATION_GUARD_FLOOR,
         guard_fraction=settings.RECONCILIATION_GUARD_FRACTION,
         timezone=settings.RECONCILIATION_TIMEZONE,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from recon_pipeline.clients.membership_db import RunRecord
 from recon_pipeline.domain.fixes import awaiting
-from recon_pipeline.domain.notices import Notice, compose_notice, needs_notice
+from recon_pipeline.domain.notices import NOTIFY_ALWAYS, Notice, compose_notice, needs_notice
 from recon_pipeline.domain.provenance import LAPSED_EXCEPTIONS, sources_of
 from recon_pipeline.domain.report import RunSummary, issues_json
 from recon_pipeline.domain.verification import Verification
@@ -102,7 +102,13 @@ def tells_admins(fixes: pd.DataFrame, facts: RunFacts, *, today: str) -> bool:
 
 
 def notice_for(
-    record: RunRecord, fixes: pd.DataFrame, facts: RunFacts, *, today: str, run_url: str | None
+    record: RunRecord,
+    fixes: pd.DataFrame,
+    facts: RunFacts,
+    *,
+    today: str,
+    run_url: str | None,
+    notify: str = NOTIFY_ALWAYS,
 ) -> Notice | None:
     """The admin notice the run calls for, if any: a run that may tell the admins (see
     `tells_admins`) and found issues, or whose guard tripped."""
@@ -111,7 +117,9 @@ def notice_for(
     decision = decision_of(fixes)
     tripped = bool(decision and decision.guard.blocks_removals)
     lapsed = tuple(fixes.attrs.get(LAPSED_EXCEPTIONS) or ())
-    if not needs_notice(record.app_row(), guard_tripped=tripped, lapsed_exceptions=len(lapsed)):
+    if not needs_notice(
+        record.app_row(), guard_tripped=tripped, lapsed_exceptions=len(lapsed), notify=notify
+    ):
         return None
     return compose_notice(
         {**record.app_row(), "fixesWithheld": record.fixes_withheld},

@@ -175,6 +175,12 @@ class Settings(BaseModel):
         "true or false",
         "Remove access only once the previous complete run found the same removal",
     )
+    RECONCILIATION_NOTIFY: Literal["changes", "always"] = _setting(
+        "changes",
+        "changes or always",
+        "Notify when a run found something the previous run had not reported (changes), or "
+        "whenever it found anything (always)",
+    )
     RECONCILIATION_PAUSED: StrictBool = _setting(
         False, "true or false", "Skip scheduled runs, with a visible reason"
     )

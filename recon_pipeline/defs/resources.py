@@ -122,6 +122,7 @@ class ReconciliationPolicyResource(dg.ConfigurableResource):
     confirm_removals: bool = Field(
         default=True, description="Remove only what the previous complete run found too"
     )
+    notify: str = Field(default="changes", description="changes or always: when runs notify")
     guard_floor: int = Field(description="Removals always allowed before the guard can trip")
     guard_fraction: float = Field(description="Share of role holders whose removal trips it")
     timezone: str = Field(description="Time zone of the daily partitions and schedule")

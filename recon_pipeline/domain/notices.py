@@ -8,6 +8,7 @@ a few example descriptions, the run id and, when the UI's address is known, a li
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +28,27 @@ class Notice:
         return "\n".join(self.lines)
 
 
+NOTIFY_CHANGES = "changes"
+NOTIFY_ALWAYS = "always"
+STALE_AFTER = dt.timedelta(days=2)  # a HIGH issue open this long leads the notice
+
+
 def needs_notice(
-    record: dict[str, Any], *, guard_tripped: bool, lapsed_exceptions: int = 0
+    record: dict[str, Any],
+    *,
+    guard_tripped: bool,
+    lapsed_exceptions: int = 0,
+    notify: str = NOTIFY_ALWAYS,
 ) -> bool:
-    """Whether a run's record calls for a notice: issues found, a failure, a tripped guard, or
-    access exceptions that lapsed since the previous run."""
-    return bool(
-        record.get("issuesFound") or record.get("failure") or guard_tripped or lapsed_exceptions
-    )
+    """Whether a run's record calls for a notice: a failure, a tripped guard, access exceptions
+    that lapsed since the previous run, or issues found; with `notify="changes"` only issues the
+    previous run had not reported, or fixes that failed, count."""
+    if record.get("failure") or guard_tripped or lapsed_exceptions:
+        return True
+    issues = record.get("issues") or []
+    if notify == NOTIFY_CHANGES:
+        return any(i.get("status") != "persisting" or i.get("outcome") == "failed" for i in issues)
+    return bool(record.get("issuesFound"))
 
 
 def compose_notice(
@@ -81,6 +95,7 @@ def compose_notice(
             f"Access exceptions that lapsed since the previous run: {len(lapsed_exceptions)}"
         )
         lines += [f"  - {line}" for line in lapsed_exceptions]
+    lines += _leading(issues, record.get("completedAt"), examples)
     grouped: dict[str, list[dict[str, Any]]] = {}
     for issue in issues:
         grouped.setdefault(str(issue.get("type")), []).append(issue)
@@ -94,6 +109,35 @@ def compose_notice(
     if run_url:
         lines.append(f"Run: {run_url}")
     return Notice(subject=subject, lines=tuple(lines))
+
+
+def _leading(issues: list[dict[str, Any]], now: Any, examples: int) -> list[str]:
+    """What the notice leads with: issues new since the previous run, and HIGH issues open for
+    two days or more (with when they were first seen)."""
+    lines = []
+    new = [i for i in issues if i.get("status") == "new"]
+    if new and len(new) < len(issues):
+        lines.append(f"New since the previous run: {len(new)}")
+        lines += [f"  - {i.get('type')}: {i.get('description')}" for i in new[:examples]]
+        if len(new) > examples:
+            lines.append(f"  … and {len(new) - examples} more")
+    if isinstance(now, dt.datetime):
+        old = [
+            i
+            for i in issues
+            if i.get("severity") == "HIGH"
+            and i.get("firstSeen")
+            and now - dt.datetime.fromisoformat(str(i["firstSeen"])) >= STALE_AFTER
+        ]
+        if old:
+            lines.append(f"HIGH issues open for 2 days or more: {len(old)}")
+            lines += [
+                f"  - since {str(i['firstSeen'])[:10]}: {i.get('description')}"
+                for i in old[:examples]
+            ]
+            if len(old) > examples:
+                lines.append(f"  … and {len(old) - examples} more")
+    return lines
 
 
 def discord_message(notice: Notice, limit: int = DISCORD_LIMIT) -> str:

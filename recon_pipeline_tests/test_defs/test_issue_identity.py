@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from recon_pipeline_tests.harness import running_pipeline
+from recon_pipeline.sandbox.demo import SANDBOX_ADMIN_CHANNEL_ID
+from recon_pipeline_tests.builders import ROLE_IDS
+from recon_pipeline_tests.harness import Pipeline, running_pipeline
 from recon_pipeline_tests.scenario import scenario_community
 
 
@@ -22,3 +24,38 @@ def test_issues_are_new_in_the_first_run_and_persisting_in_the_next(
     for issue in second:
         assert issue["firstSeen"] == by_print[issue["fingerprint"]]["firstSeen"]
     assert len({i["firstSeen"] for i in first}) == 1  # one sighting: the run's snapshots
+
+
+def _posts(pipeline: Pipeline) -> list[str]:
+    return [m["content"] for m in pipeline.sandbox.discord.messages(SANDBOX_ADMIN_CHANNEL_ID)]
+
+
+def test_a_repeat_sends_no_notice_and_a_new_issue_leads_the_next(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
+        pipeline.run()
+        assert len(_posts(pipeline)) == 1  # everything is new the first time
+
+        pipeline.run()
+        assert len(_posts(pipeline)) == 1  # the same issues again: nothing to tell
+
+        pipeline.sandbox.discord.add_member("2999", roles=[ROLE_IDS["Lord"]])
+        pipeline.run()
+
+        posts = _posts(pipeline)
+        assert len(posts) == 2
+        assert "New since the previous run: 1" in posts[-1]
+        lead = posts[-1].index("New since the previous run")
+        assert lead < posts[-1].index("ORPHANED_ACCESS: ")  # before the per-type counts
+
+
+def test_with_notify_always_every_run_with_issues_tells_the_admins(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
+        monkeypatch.setenv("RECONCILIATION_NOTIFY", "always")
+        pipeline.run()
+        pipeline.run()
+
+        assert len(_posts(pipeline)) == 2

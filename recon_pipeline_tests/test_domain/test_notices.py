@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -93,3 +94,45 @@ def test_discord_message_cuts_an_enormous_failure_text() -> None:
 
     assert len(message) == 2000
     assert message.endswith("(cut to fit Discord's limit)")
+
+
+def _aged(status: str, *, outcome: str = "skipped", **more: Any) -> dict[str, Any]:
+    return {"type": "MISSING_ACCESS", "severity": "HIGH", "status": status, "outcome": outcome,
+            "description": f"a {status} one"} | more  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("issues", "changes", "always"),
+    [
+        pytest.param([_aged("persisting")], False, True, id="repeat"),
+        pytest.param([_aged("persisting"), _aged("new")], True, True, id="something-new"),
+        pytest.param([_aged("persisting", outcome="failed")], True, True, id="a-fix-failed"),
+        pytest.param([], False, False, id="clean"),
+    ],
+)
+def test_under_changes_only_news_and_failures_call_for_a_notice(
+    issues: list[dict[str, Any]], changes: bool, always: bool
+) -> None:
+    record = {"id": "r", "issuesFound": len(issues), "issues": issues}
+
+    assert needs_notice(record, guard_tripped=False, notify="changes") is changes
+    assert needs_notice(record, guard_tripped=False, notify="always") is always
+    assert needs_notice({**record, "failure": "boom"}, guard_tripped=False, notify="changes")
+
+
+def test_a_notice_leads_with_new_issues_and_long_open_high_ones() -> None:
+    now = dt.datetime(2026, 11, 30, 8, 0)
+    issues = [
+        _aged("persisting", firstSeen="2026-11-27T08:00:00", description="open three days"),
+        _aged("persisting", firstSeen="2026-11-29T08:00:00", description="open one day"),
+        _aged("new", firstSeen="2026-11-30T08:00:00", description="just found"),
+    ]
+    record = {"id": "r", "issuesFound": 3, "issues": issues, "completedAt": now}
+
+    lines = compose_notice(record).lines
+
+    assert lines[1:3] == ("New since the previous run: 1", "  - MISSING_ACCESS: just found")
+    assert lines[3:5] == (
+        "HIGH issues open for 2 days or more: 1",
+        "  - since 2026-11-27: open three days",
+    )

@@ -142,6 +142,7 @@ def reconciliation_run(
         facts,
         today=local_day(policy.timezone),
         run_url=notifier.run_url(record.run_id),
+        notify=policy.notify,
     )
     sent = notifier.send(notice, context.log) if notice else {}
     context.log.info(
