@@ -122,3 +122,24 @@ def format_run_report(record: dict[str, Any], *, examples: int = 3) -> str:
         lines.append(f"  {kind}: {len(group)} ({summary})")
         lines += [f"    - {i.get('description')}" for i in group[:examples]]
     return "\n".join(lines)
+
+
+def trend_counts(issues: pd.DataFrame) -> dict[str, int]:
+    """One number per drift type, severity, age and outcome (zeros included), so each is a
+    series over the days: `type_missing_access`, `severity_high`, `new`, `fixed`, …"""
+    counts: dict[str, int] = {}
+    kinds = issues[IssueCol.TYPE].value_counts()
+    for kind in DriftType:
+        counts[f"type_{kind.value.lower()}"] = int(kinds.get(kind.value, 0))
+    severities = issues[IssueCol.SEVERITY].value_counts()
+    for severity in Severity:
+        counts[f"severity_{severity.value.lower()}"] = int(severities.get(severity.value, 0))
+    if IssueCol.ISSUE_STATUS in issues:
+        ages = issues[IssueCol.ISSUE_STATUS].value_counts()
+        counts["new"] = int(ages.get("new", 0))
+        counts["persisting"] = int(ages.get("persisting", 0))
+    if OutcomeCol.OUTCOME in issues:
+        outcomes = issues[OutcomeCol.OUTCOME].value_counts()
+        for outcome in Outcome:
+            counts[outcome.value] = int(outcomes.get(outcome.value, 0))
+    return counts

@@ -13,6 +13,7 @@ from recon_pipeline.domain.columns import IssueCol
 from recon_pipeline.domain.drift import empty_issue_table
 from recon_pipeline.domain.fixes import (
     ActionCol,
+    OutcomeCol,
     ResultCol,
     issue_outcomes,
     plan_fix_actions,
@@ -22,6 +23,7 @@ from recon_pipeline.domain.report import (
     examples_by_type,
     format_run_report,
     issues_json,
+    trend_counts,
 )
 from recon_pipeline_tests.builders import Snapshot, account, guild, member, sub, team
 
@@ -289,3 +291,23 @@ def test_format_run_report_of_a_dry_run_without_issues() -> None:
     assert "0 issue(s) found" in text
     assert "- " not in text
     assert not any(kind in text for kind in ("ORPHANED_ACCESS", "ROLE_MISMATCH"))
+
+
+def test_trend_counts_give_every_type_severity_age_and_outcome_a_number() -> None:
+    issues = pd.DataFrame(
+        {
+            IssueCol.TYPE: ["MISSING_ACCESS", "MISSING_ACCESS", "ORPHANED_ACCESS"],
+            IssueCol.SEVERITY: ["HIGH", "HIGH", "HIGH"],
+            IssueCol.ISSUE_STATUS: ["new", "persisting", "persisting"],
+            OutcomeCol.OUTCOME: ["fixed", "failed", "skipped"],
+        }
+    )
+
+    counts = trend_counts(issues)
+
+    assert counts["type_missing_access"] == 2 and counts["type_orphaned_access"] == 1
+    assert counts["type_role_mismatch"] == 0  # every series has a point every day
+    assert (counts["severity_high"], counts["severity_low"]) == (3, 0)
+    assert (counts["new"], counts["persisting"]) == (1, 2)
+    assert (counts["fixed"], counts["failed"], counts["skipped"]) == (1, 1, 1)
+    assert all(isinstance(v, int) for v in counts.values())

@@ -17,7 +17,7 @@ from recon_pipeline.defs.resources import (
 )
 from recon_pipeline.domain.fixes import GuardDecision
 from recon_pipeline.domain.provenance import sources_of
-from recon_pipeline.domain.report import RunSummary
+from recon_pipeline.domain.report import RunSummary, trend_counts
 from recon_pipeline.fix_step import FixDecision, FixRequest, run_fixing_step
 from recon_pipeline.run_records import notice_for, record_frame, record_of
 
@@ -158,6 +158,7 @@ def reconciliation_run(
             "triggered_by": record.triggered_by,
             "fixes_withheld_because": record.fixes_withheld or "",
             "by_type": dg.MetadataValue.json(RunSummary.of(reconciliation_fixes).by_type),
+            **trend_counts(reconciliation_fixes),
             "admin_notice": dg.MetadataValue.json(sent or {"sent": "no notice due"}),
         },
     )

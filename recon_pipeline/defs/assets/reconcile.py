@@ -20,7 +20,7 @@ from recon_pipeline.domain.provenance import (
     origin_of,
     sources_of,
 )
-from recon_pipeline.domain.report import RunSummary
+from recon_pipeline.domain.report import RunSummary, trend_counts
 from recon_pipeline.previous_run import find_previous_run
 
 PREVIEW_ROWS = 25
@@ -58,19 +58,31 @@ DRIFT_SCHEMA = dg.TableSchema(
 )
 
 
-def preview_markdown(issues: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
-    shown = issues.head(rows)[
-        [
-            IssueCol.TYPE,
-            IssueCol.SEVERITY,
-            IssueCol.MEMBER_ID,
-            IssueCol.DISCORD_ID,
-            IssueCol.DESCRIPTION,
-        ]
-    ]
-    shown = shown.astype(object).where(shown.notna(), "")
-    more = f"\n\n… and {len(issues) - rows} more" if len(issues) > rows else ""
-    return (shown.to_markdown(index=False) if len(shown) else "No drift.") + more
+_PREVIEW_COLUMNS = [
+    IssueCol.TYPE,
+    IssueCol.SEVERITY,
+    IssueCol.ISSUE_STATUS,
+    IssueCol.MEMBER_ID,
+    IssueCol.DISCORD_ID,
+    IssueCol.DESCRIPTION,
+]
+
+
+def preview_table(issues: pd.DataFrame, rows: int = PREVIEW_ROWS) -> dg.TableMetadataValue:
+    """The first `rows` issues as table metadata, shown in place on the materialisation."""
+    shown = issues.reindex(columns=_PREVIEW_COLUMNS).head(rows).astype(object)
+    shown = shown.where(shown.notna(), "")
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(dict(zip(_PREVIEW_COLUMNS, map(str, r), strict=True)))
+            for r in shown.itertuples(index=False)
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn(c, "string", description=_COLUMN_DOCS[c]) for c in _PREVIEW_COLUMNS
+            ]
+        ),
+    )
 
 
 def drift_issues(
@@ -167,7 +179,8 @@ def _drift_metadata(table: DriftTable) -> dict[str, object]:
         "snapshots_from_runs": dg.MetadataValue.json(
             sorted({o.run_id for o in sources_of(table.issues) if o})
         ),
-        "preview": dg.MetadataValue.md(preview_markdown(table.issues)),
+        "preview": preview_table(table.issues),
+        **trend_counts(table.issues),
     }
 
 
