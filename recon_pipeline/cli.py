@@ -27,8 +27,11 @@ from recon_pipeline.clients.membership_db import (
 )
 from recon_pipeline.clients.run_lookup import RunNotFoundError
 from recon_pipeline.domain.fix_gate import WithheldCode
+from recon_pipeline.domain.subject import AmbiguousSubjectError, UnknownSubjectError
 from recon_pipeline.exceptions_cli import add_exceptions_parser
+from recon_pipeline.explain_cli import LiveUnavailableError, add_explain_parser
 from recon_pipeline.issues_cli import add_issues_parser
+from recon_pipeline.member_lookup import NoStoredRunError
 from recon_pipeline.settings import SettingsError, hide_url_password, load_settings
 
 DEFAULT_DAGSTER_HOME = Path("dagster_home")
@@ -255,7 +258,7 @@ def _sandbox_demo():
 
 
 def _seed_demo_database() -> None:
-    from recon_pipeline.defs.resources import open_engine
+    from recon_pipeline.clients.frame_store import open_engine
 
     demo = _sandbox_demo()
 
@@ -412,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(handler=_db_init)
     add_exceptions_parser(commands)
     add_issues_parser(commands)
+    add_explain_parser(commands)
     return parser
 
 
@@ -425,6 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         SandboxMissingError,
         ExceptionInputError,
         RunNotFoundError,
+        NoStoredRunError,
+        UnknownSubjectError,
+        AmbiguousSubjectError,
+        LiveUnavailableError,
     ) as exc:
         print(f"recon-pipeline: {exc}", file=sys.stderr)
         return 2

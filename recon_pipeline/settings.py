@@ -36,6 +36,7 @@ from recon_pipeline.domain.days import local_day
 from recon_pipeline.domain.policy import (
     DEFAULT_GRANTING_STATUSES,
     STRIPE_SUBSCRIPTION_STATUSES,
+    AccessPolicy,
     ManagedRoles,
 )
 
@@ -343,6 +344,14 @@ class Settings(BaseModel):
             self.DISCORD_ROLE_KNIGHT,
             self.DISCORD_ROLE_LORD,
             self.DISCORD_ROLE_DEBTOR,
+        )
+
+    def access_policy(self) -> AccessPolicy:
+        """Who should hold which role, as these settings configure it (docs/behaviour.md §1)."""
+        return AccessPolicy(
+            roles=self.managed_roles(),
+            granting_statuses=frozenset(self.RECONCILIATION_GRANTING_STATUSES),
+            exempt_discord_ids=frozenset(self.RECONCILIATION_EXEMPT_DISCORD_IDS),
         )
 
     def today(self) -> str:

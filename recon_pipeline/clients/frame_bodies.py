@@ -18,13 +18,14 @@ rows, so a reader never sees a frame whose rows are not all there.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from fsspec.registry import get_filesystem_class, known_implementations
@@ -60,6 +61,11 @@ _SQL_TYPES = {
 
 
 _SQL_SCHEMES = ("postgres", "postgresql", "sqlite")
+
+# Column → texts: a row matches when one of those columns contains one of its texts, case
+# ignored. A coarse test the storage runs on its own rows (one scan, no index needed); the
+# caller applies the exact rule to the few rows it returns.
+Contains = Mapping[str, Sequence[str]]
 
 
 class StorageUrlError(ValueError):
@@ -115,6 +121,10 @@ class FrameBodies(Protocol):
     def write(self, name: str, day: str, run_id: str, frame: pd.DataFrame, columns: Columns): ...
 
     def read(self, name: str, day: str, run_id: str, columns: Columns) -> pd.DataFrame: ...
+
+    def read_matching(
+        self, name: str, stored: Sequence[tuple[str, str]], columns: Columns, contains: Contains
+    ) -> pd.DataFrame: ...
 
     def delete_days_before(self, cutoff_day: str, *, batch_rows: int) -> int: ...
 
@@ -180,6 +190,35 @@ class SqlFrameBodies:
                 for rows in _select_rows(conn, table, names, day, run_id)
             ]
         return _assemble(parts, columns)
+
+    def read_matching(
+        self, name: str, stored: Sequence[tuple[str, str]], columns: Columns, contains: Contains
+    ) -> pd.DataFrame:
+        table = frame_table(name, columns)
+        # SQLite's LIKE ignores ASCII case by itself; `lower()` on every row would triple the
+        # scan. PostgreSQL needs ILIKE.
+        sqlite = self.engine.dialect.name == "sqlite"
+        tests = [
+            (table.c[column].like if sqlite else table.c[column].ilike)(
+                "%" + _escape_like(text) + "%", escape="\\"
+            )
+            for column, texts in contains.items()
+            if column in table.c
+            for text in texts
+        ]
+        if not stored or not tests:
+            return _matched([], columns, stored)
+        days = sorted({day for day, _ in stored})
+        runs = sorted({run for _, run in stored})
+        picked = [table.c[PARTITION_COLUMN], table.c[RUN_COLUMN], *(table.c[c] for c, _ in columns)]
+        stmt = sa.select(*picked).where(
+            table.c[PARTITION_COLUMN].in_(days) & table.c[RUN_COLUMN].in_(runs) & sa.or_(*tests)
+        )
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(table.name):
+                return _matched([], columns, stored)
+            rows = conn.execute(stmt).all()
+        return _matched(rows, columns, stored)
 
     def delete_days_before(self, cutoff_day: str, *, batch_rows: int) -> int:
         with self.engine.connect() as conn:
@@ -323,6 +362,25 @@ def _select_rows(
         cursor.close()
 
 
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _matched(rows: Sequence[Any], columns: Columns, stored: Sequence[tuple[str, str]]):
+    """Rows of (day, run, encoded columns) → decoded frame of the `stored` (day, run) pairs."""
+    names = [PARTITION_COLUMN, RUN_COLUMN, *(c for c, _ in columns)]
+    raw = pd.DataFrame.from_records(list(rows), columns=names, coerce_float=False)
+    wanted = pd.MultiIndex.from_tuples(list(stored) or [("", "")])
+    raw = raw[pd.MultiIndex.from_frame(raw[[PARTITION_COLUMN, RUN_COLUMN]]).isin(wanted)]
+    return pd.DataFrame(
+        {
+            PARTITION_COLUMN: raw[PARTITION_COLUMN].astype("str").to_numpy(),
+            RUN_COLUMN: raw[RUN_COLUMN].astype("str").to_numpy(),
+            **{c: decode(raw[c], kind).to_numpy() for c, kind in columns},
+        }
+    )
+
+
 def _assemble(parts: list[pd.DataFrame], columns: Columns) -> pd.DataFrame:
     """One frame from chunks of (row number, encoded columns), in the written row order."""
     if not parts:
@@ -387,6 +445,31 @@ class ParquetFrameBodies:
         if not len(stored):
             return empty_frame(columns)
         return pd.DataFrame({column: decode(stored[column], kind) for column, kind in columns})
+
+    def read_matching(
+        self, name: str, stored: Sequence[tuple[str, str]], columns: Columns, contains: Contains
+    ) -> pd.DataFrame:
+        parts = []
+        for day, run_id in stored:
+            with self._path(name, day, run_id).open("rb") as source:
+                table = pq.read_table(source)
+            hits = None
+            for column, texts in contains.items():
+                if column not in table.column_names:
+                    continue
+                lowered = pc.utf8_lower(table[column].cast(pa.large_string()))
+                for text in texts:
+                    hit = pc.match_substring(lowered, text.lower())
+                    hits = hit if hits is None else pc.or_(hits, hit)
+            if hits is None:
+                continue
+            found = table.filter(pc.fill_null(hits, False)).to_pandas()
+            rows = found.reindex(columns=[c for c, _ in columns]).assign(
+                **{PARTITION_COLUMN: day, RUN_COLUMN: run_id}
+            )
+            parts.append(rows[[PARTITION_COLUMN, RUN_COLUMN, *(c for c, _ in columns)]])
+        merged = pd.concat(parts, ignore_index=True) if parts else None
+        return _matched([] if merged is None else merged.itertuples(index=False), columns, stored)
 
     def delete_days_before(self, cutoff_day: str, *, batch_rows: int) -> int:
         deleted = 0

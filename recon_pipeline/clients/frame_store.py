@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,13 +28,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from recon_pipeline.clients.frame_bodies import (
     PARTITION_COLUMN,
     RUN_COLUMN,
+    Contains,
     FrameBodies,
     frame_table,
+    open_frame_bodies,
 )
 from recon_pipeline.clients.frame_codec import Columns, column_kinds
 from recon_pipeline.clients.membership_db import (
     PREFIX,
+    ensure_pipeline_tables,
     frame_choice_table,
+    parse_database_url,
     stored_frame_table,
     utcnow,
 )
@@ -172,6 +179,18 @@ class FrameStore:
             )
         frame.attrs = {**entry.attrs, STORED: entry.describe()}
         return frame
+
+    def read_matching(
+        self, name: str, stored: list[StoredFrame], contains: Contains
+    ) -> pd.DataFrame:
+        """The rows of the `stored` frames (all named `name`) where a column of `contains`
+        contains one of its texts, case ignored, each with its day (`PARTITION_COLUMN`) and run
+        (`RUN_COLUMN`): a few rows out of a million without reading the rest into memory."""
+        columns: dict[str, str] = {}
+        for entry in stored:  # a column a later version added reads as missing in older frames
+            columns.update(dict(entry.columns))
+        keys = [(entry.day, entry.run_id) for entry in stored if entry.name == name]
+        return self.bodies.read_matching(name, keys, list(columns.items()), contains)
 
     def latest_writer(self, name: str, day: str) -> str | None:
         """The run that most recently stored `name` of `day`."""
@@ -353,3 +372,25 @@ def _as_datetime(value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value
     return dt.datetime.fromisoformat(str(value))
+
+
+def open_engine(database_url: str) -> sa.Engine:
+    """An engine for DATABASE_URL with the pipeline's own tables in place."""
+    target = parse_database_url(database_url)
+    if target.url.get_backend_name() == "sqlite" and target.url.database:
+        Path(target.url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = target.create_engine()
+    ensure_pipeline_tables(engine)
+    return engine
+
+
+@contextmanager
+def open_frame_store(database_url: str, storage_url: str | None) -> Iterator[FrameStore]:
+    engine = open_engine(database_url)
+    store = FrameStore(engine, open_frame_bodies(storage_url, engine))
+    try:
+        adopt_day_keyed_frames(engine)
+        yield store
+    finally:
+        store.close()
+        engine.dispose()

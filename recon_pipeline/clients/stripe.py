@@ -132,9 +132,14 @@ class _Slice:
     statuses: list[str] = field(default_factory=list)
     created: list[int] = field(default_factory=list)
 
+    customer: str | None = None
+
     def params(self) -> dict[str, Any]:
         bounds = {k: v for k, v in (("gte", self.gte), ("lt", self.lt)) if v is not None}
-        return {"created": bounds} if bounds else {}
+        params: dict[str, Any] = {"created": bounds} if bounds else {}
+        if self.customer is not None:
+            params["customer"] = self.customer
+        return params
 
 
 class _Aborted(Exception):
@@ -237,23 +242,17 @@ class StripeBilling:
         if len(set(ids)) != len(ids):
             raise self._error("the listing returned some subscriptions more than once")
         self.stats.rows = len(ids)
-        frame = pd.DataFrame(
-            {
-                SubscriptionCol.ID: ids,
-                SubscriptionCol.CUSTOMER_ID: [c for part in parts for c in part.customers],
-                SubscriptionCol.STATUS: [s for part in parts for s in part.statuses],
-                SubscriptionCol.CREATED: [c for part in parts for c in part.created],
-            },
-            columns=list(SubscriptionCol.ALL),
-        )
-        return frame.astype(
-            {
-                SubscriptionCol.ID: "str",
-                SubscriptionCol.CUSTOMER_ID: "str",
-                SubscriptionCol.STATUS: "str",
-                SubscriptionCol.CREATED: "int64",
-            }
-        )
+        return _subscription_frame(parts)
+
+    def customer_subscriptions(self, customer_id: str) -> pd.DataFrame:
+        """One customer's subscriptions of every status now (`explain --live`), one row each.
+
+        Raises:
+            StripeSnapshotError: a page could not be fetched (after retries) or made no sense.
+        """
+        part = _Slice(label=f"customer {customer_id}", customer=customer_id)
+        self._walk(part)
+        return _subscription_frame([part])
 
     def _list_in_slices(self, start: _Slice) -> list[_Slice]:
         """The rest of the listing after `start`'s walk, as `created` ranges listed in parallel.
@@ -459,3 +458,25 @@ class StripeBilling:
     def _scrub(self, text: str) -> str:
         text = text.replace(self._secret_key, redact_key(self._secret_key))
         return _ANY_KEY.sub(lambda m: redact_key(m.group(0)), text)
+
+
+def _subscription_frame(parts: list[_Slice]) -> pd.DataFrame:
+    """The listed subscriptions as a `SubscriptionCol` frame."""
+    ids = [i for part in parts for i in part.ids]
+    frame = pd.DataFrame(
+        {
+            SubscriptionCol.ID: ids,
+            SubscriptionCol.CUSTOMER_ID: [c for part in parts for c in part.customers],
+            SubscriptionCol.STATUS: [s for part in parts for s in part.statuses],
+            SubscriptionCol.CREATED: [c for part in parts for c in part.created],
+        },
+        columns=list(SubscriptionCol.ALL),
+    )
+    return frame.astype(
+        {
+            SubscriptionCol.ID: "str",
+            SubscriptionCol.CUSTOMER_ID: "str",
+            SubscriptionCol.STATUS: "str",
+            SubscriptionCol.CREATED: "int64",
+        }
+    )

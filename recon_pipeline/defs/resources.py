@@ -10,17 +10,14 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
 
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import ConfigDict, Field
 
 from recon_pipeline.clients.discord import DiscordClient, DiscordError
-from recon_pipeline.clients.frame_bodies import open_frame_bodies
-from recon_pipeline.clients.frame_store import FrameStore, adopt_day_keyed_frames
+from recon_pipeline.clients.frame_store import FrameStore, open_engine, open_frame_store
 from recon_pipeline.clients.mail import MailError, SmtpServer, build_message, send_email
-from recon_pipeline.clients.membership_db import ensure_pipeline_tables, parse_database_url
 from recon_pipeline.clients.stripe import StripeBilling
 from recon_pipeline.domain.fixes import GuardPolicy
 from recon_pipeline.domain.notices import Notice, discord_message
@@ -32,16 +29,6 @@ from recon_pipeline.fix_step import FixSettings
 warnings.filterwarnings(
     "ignore", message="InitResourceContext.dagster_run is deprecated", category=DeprecationWarning
 )
-
-
-def open_engine(database_url: str) -> sa.Engine:
-    """An engine for DATABASE_URL with the pipeline's own tables in place."""
-    target = parse_database_url(database_url)
-    if target.url.get_backend_name() == "sqlite" and target.url.database:
-        Path(target.url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = target.create_engine()
-    ensure_pipeline_tables(engine)
-    return engine
 
 
 class MembershipDbResource(dg.ConfigurableResource):
@@ -67,18 +54,6 @@ class MembershipDbResource(dg.ConfigurableResource):
     def frame_store(self) -> AbstractContextManager[FrameStore]:
         """The stored frames: catalog in this database, rows where `storage_url` says."""
         return open_frame_store(self.database_url, self.storage_url)
-
-
-@contextmanager
-def open_frame_store(database_url: str, storage_url: str | None) -> Iterator[FrameStore]:
-    engine = open_engine(database_url)
-    store = FrameStore(engine, open_frame_bodies(storage_url, engine))
-    try:
-        adopt_day_keyed_frames(engine)
-        yield store
-    finally:
-        store.close()
-        engine.dispose()
 
 
 class StripeResource(dg.ConfigurableResource):

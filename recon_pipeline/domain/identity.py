@@ -81,12 +81,12 @@ def identify(
     its issues as first seen then."""
     frame = issues.copy()
     frame[IssueCol.FINGERPRINT] = fingerprints(frame)
-    seen_now = _iso(observed_at)
+    seen_now = iso_utc(observed_at)
     if previous is None or not len(previous):
         frame[IssueCol.FIRST_SEEN] = seen_now
         frame[IssueCol.ISSUE_STATUS] = NEW
         return Identified(frame, resolved=0)
-    seen_then = _iso(previous_observed_at) if previous_observed_at else seen_now
+    seen_then = iso_utc(previous_observed_at) if previous_observed_at else seen_now
     before = pd.Series(
         previous[IssueCol.FIRST_SEEN].to_numpy() if IssueCol.FIRST_SEEN in previous else pd.NA,
         index=fingerprints(previous).to_numpy(),
@@ -101,5 +101,6 @@ def identify(
     return Identified(frame, resolved=resolved)
 
 
-def _iso(moment: dt.datetime) -> str:
+def iso_utc(moment: dt.datetime) -> str:
+    """A UTC moment as the issue table writes it: ISO 8601 to the second, no offset."""
     return moment.replace(tzinfo=None).isoformat(timespec="seconds")

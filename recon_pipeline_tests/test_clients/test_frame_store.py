@@ -25,7 +25,13 @@ import pytest
 import sqlalchemy as sa
 
 from recon_pipeline.clients import frame_bodies, frame_codec
-from recon_pipeline.clients.frame_bodies import SqlFrameBodies, open_frame_bodies, table_name
+from recon_pipeline.clients.frame_bodies import (
+    PARTITION_COLUMN,
+    RUN_COLUMN,
+    SqlFrameBodies,
+    open_frame_bodies,
+    table_name,
+)
 from recon_pipeline.clients.frame_codec import column_kinds
 from recon_pipeline.clients.frame_store import (
     LEGACY_RUN_ID,
@@ -819,3 +825,38 @@ def test_adopt_day_keyed_frames_from_two_processes_at_once(database_url: str) ->
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def _people(*rows: tuple[str, str, tuple[str, ...]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": pd.Series([r[0] for r in rows], dtype="str"),
+            "email": pd.Series([r[1] for r in rows], dtype="str"),
+            "roles": pd.Series([r[2] for r in rows], dtype=object),
+        }
+    )
+
+
+def test_read_matching_returns_the_rows_containing_a_text_of_the_runs_asked_for(
+    store: FrameStore,
+) -> None:
+    store.write("people", DAY_1, "run-a", _people(("m1", "Ann@Example.com", ("Lord",)),
+                                                  ("m2", "bob@example.com", ())))  # fmt: skip
+    store.write("people", DAY_2, "run-b", _people(("m1", "ann@example.com", ("Knight",)),
+                                                  ("m_1", "x%y@example.com", ())))  # fmt: skip
+    store.write("people", DAY_2, "run-c", _people(("m1", "ann@example.com", ())))
+    entries = [e for e in store.entries_named("people") if e.run_id != "run-c"]
+
+    found = store.read_matching("people", entries, {"email": ["ANN@"], "id": ["m2"]})
+    rows = found.sort_values([PARTITION_COLUMN, "id"])
+    assert list(zip(rows[PARTITION_COLUMN], rows[RUN_COLUMN], rows["id"], strict=True)) == [
+        (DAY_1, "run-a", "m1"),
+        (DAY_1, "run-a", "m2"),
+        (DAY_2, "run-b", "m1"),
+    ]
+    assert sorted(map(tuple, rows["roles"])) == [(), ("Knight",), ("Lord",)]
+
+    # % and _ are plain characters, not patterns
+    escaped = store.read_matching("people", entries, {"email": ["x%y"], "id": ["m_"]})
+    assert escaped["id"].tolist() == ["m_1"]
+    assert len(store.read_matching("people", entries, {"id": []})) == 0

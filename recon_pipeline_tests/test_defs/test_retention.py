@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
+from recon_pipeline.clients.frame_store import open_frame_store
 from recon_pipeline.defs.io_managers import SNAPSHOT_FRAMES
 from recon_pipeline.defs.partitions import local_day
-from recon_pipeline.defs.resources import open_frame_store
 from recon_pipeline_tests.harness import TIMEZONE, running_pipeline
 from recon_pipeline_tests.scenario import scenario_community
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from recon_pipeline.clients.fixing_lease import FixingLease
+from recon_pipeline.clients.frame_store import open_frame_store
 from recon_pipeline.defs.partitions import local_day
-from recon_pipeline.defs.resources import open_frame_store
 from recon_pipeline.domain.columns import SubscriptionCol
 from recon_pipeline_tests.builders import ROLE_IDS
 from recon_pipeline_tests.harness import TIMEZONE, Pipeline, running_pipeline
