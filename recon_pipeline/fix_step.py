@@ -45,6 +45,7 @@ from recon_pipeline.domain.provenance import (
     DECISION,
     LAPSED_EXCEPTIONS,
     PREVIOUS_RUN,
+    RESOLVED,
     FrameOrigin,
     origin_of,
     set_sources,
@@ -202,7 +203,7 @@ def run_fixing_step(
     fixed.attrs = {}  # pandas may have carried the drift table's attrs over
     set_sources(fixed, inputs)
     fixed.attrs[DECISION] = decision.to_json()
-    for passed_on in (PREVIOUS_RUN, LAPSED_EXCEPTIONS):  # for the run record and its notice
+    for passed_on in (PREVIOUS_RUN, LAPSED_EXCEPTIONS, RESOLVED):  # for the record and notice
         fixed.attrs[passed_on] = issues.attrs.get(passed_on)
     return fixed, decision
 

@@ -41,7 +41,12 @@ def _issues(args: argparse.Namespace) -> int:
         engine.dispose()
     issues = list(record.get("issues") or [])
     if args.format == "json":
-        json.dump({"runId": record["id"], "issues": issues}, sys.stdout, indent=2, default=str)
+        body = {
+            "runId": record["id"],
+            "resolvedSincePreviousRun": record.get("resolved_issues"),
+            "issues": issues,
+        }
+        json.dump(body, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return 0
     frame = pd.DataFrame(issues)

@@ -70,6 +70,7 @@ class _RunFrames:
 
     def __init__(self, store: FrameStore, drift: StoredDrift) -> None:
         self.store = store
+        self.run_id = drift.run_id
         self.entries: dict[str, StoredFrame] = {}
         for origin in sources_of_attrs(drift.attrs):
             if origin is None:
@@ -85,12 +86,24 @@ class _RunFrames:
 
     def matching(self, name: str, contains: dict[str, Iterable[str]]) -> pd.DataFrame:
         wanted = {column: sorted({t for t in texts if t}) for column, texts in contains.items()}
-        frame = self.store.read_matching(name, [self.entries[name]], wanted)
+        frame = self.store.read_matching(name, [self._entry(name)], wanted)
         return frame.drop(columns=[PARTITION_COLUMN, RUN_COLUMN])
 
-    def whole(self, name: str) -> pd.DataFrame | None:
-        entry = self.entries.get(name)
-        return None if entry is None else self.store.read(name, entry.day, entry.run_id)
+    def whole(self, name: str) -> pd.DataFrame:
+        entry = self._entry(name)
+        return self.store.read(name, entry.day, entry.run_id)
+
+    def exceptions(self) -> pd.DataFrame:
+        """The run's access exceptions; none for a run of a version before them."""
+        return self.whole(EXCEPTIONS) if EXCEPTIONS in self.entries else empty_exceptions()
+
+    def _entry(self, name: str) -> StoredFrame:
+        if name not in self.entries:
+            raise NoStoredRunError(
+                f"run {self.run_id}'s drift table does not say which {name} snapshot it read "
+                "(stored by an older version); run the job once more"
+            )
+        return self.entries[name]
 
 
 @dataclass(frozen=True)
@@ -141,8 +154,7 @@ def look_up(
         )
         guild = frames.matching(GUILD_MEMBERS, {GuildMemberRoleCol.DISCORD_ID: accounts})
         subscriptions = reading.result()
-    exceptions = frames.whole(EXCEPTIONS)
-    exceptions = empty_exceptions() if exceptions is None else exceptions
+    exceptions = frames.exceptions()
     subject = find_subject(
         query,
         members=members,

@@ -16,7 +16,7 @@ import pandas as pd
 from recon_pipeline.clients.membership_db import RunRecord
 from recon_pipeline.domain.fixes import awaiting
 from recon_pipeline.domain.notices import NOTIFY_ALWAYS, Notice, compose_notice, needs_notice
-from recon_pipeline.domain.provenance import LAPSED_EXCEPTIONS, sources_of
+from recon_pipeline.domain.provenance import LAPSED_EXCEPTIONS, RESOLVED, sources_of
 from recon_pipeline.domain.report import RunSummary, issues_json
 from recon_pipeline.domain.verification import Verification
 from recon_pipeline.fix_step import decision_of
@@ -63,6 +63,7 @@ def record_of(fixes: pd.DataFrame, facts: RunFacts, *, completed_at: dt.datetime
         issues_fixed=summary.issues_fixed,
         issues=issues_json(fixes),
         fixes_withheld=decision.fixes_withheld if decision else None,
+        resolved_issues=fixes.attrs.get(RESOLVED),
     )
 
 

@@ -121,6 +121,12 @@ pipeline_run_table = sa.Table(
         nullable=True,
         comment="why a run launched with auto-fix applied no fix, when it applied none",
     ),
+    sa.Column(
+        "resolved_issues",
+        sa.Integer,
+        nullable=True,
+        comment="issues the previous complete run found that this run did not",
+    ),
     sa.Column("updated_at", timestamp_type, nullable=False, server_default=sa.func.now()),
 )
 
@@ -421,6 +427,7 @@ class RunRecord:
     parent_run_id: str | None = None
     failure: str | None = None
     fixes_withheld: str | None = None  # auto-fix was on, but the run applied nothing: why
+    resolved_issues: int | None = None  # found by the previous complete run, gone in this one
 
     def app_row(self) -> dict[str, object]:
         return {
@@ -446,6 +453,7 @@ class RunRecord:
             "status": "failed" if self.failure else "succeeded",
             "failure": self.failure,
             "fixes_withheld": self.fixes_withheld,
+            "resolved_issues": self.resolved_issues,
             "updated_at": self.completed_at,
         }
 
@@ -487,6 +495,7 @@ def read_run_record(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:
             pipeline_run_table.c.status,
             pipeline_run_table.c.failure,
             pipeline_run_table.c.fixes_withheld,
+            pipeline_run_table.c.resolved_issues,
         )
         .outerjoin(pipeline_run_table, pipeline_run_table.c.run_id == reconciliation_run_table.c.id)
         .where(reconciliation_run_table.c.id == run_id)

@@ -27,7 +27,7 @@ from recon_pipeline.domain.columns import (
 )
 from recon_pipeline.domain.drift import discord_id_keys
 from recon_pipeline.domain.fixes import Outcome, OutcomeCol
-from recon_pipeline.domain.identity import iso_utc
+from recon_pipeline.domain.identity import fingerprints, iso_utc
 from recon_pipeline.domain.policy import AccessPolicy, SeatTier
 from recon_pipeline.domain.report import issues_json
 from recon_pipeline.domain.subject import Subject
@@ -403,6 +403,9 @@ def summarize_history(history: pd.DataFrame, runs: list[RunSeen]) -> dict[str, A
     if not len(frame):
         return {"firstSeen": None, "lastSeen": None, "runsStored": len(runs), "issues": [],
                 "fixAttempts": [], "exceptions": []}  # fmt: skip
+    # A drift table stored before issues had fingerprints gets them now: the same hash.
+    known = frame.get(IssueCol.FINGERPRINT, pd.Series(None, index=frame.index, dtype="str"))
+    frame = frame.assign(**{IssueCol.FINGERPRINT: known.fillna(fingerprints(frame))})
     observed = frame[RUN].map(lambda r: _iso(seen_at[r].observed_at))
     first = frame.get(IssueCol.FIRST_SEEN, observed)
     frame = frame.assign(_observed=observed.to_numpy(), _first=first.fillna(observed).to_numpy())
@@ -416,7 +419,7 @@ def summarize_history(history: pd.DataFrame, runs: list[RunSeen]) -> dict[str, A
             "runs": int(rows[RUN].nunique()),
         }
         for key, rows in frame.groupby(IssueCol.FINGERPRINT, sort=False)
-    ] if IssueCol.FINGERPRINT in frame else []  # fmt: skip
+    ]
     per_issue.sort(key=lambda i: (i["firstSeen"] or "", i["fingerprint"]))
     return {
         "firstSeen": min(frame["_first"].dropna(), default=None),

@@ -32,6 +32,7 @@ from recon_pipeline.domain.provenance import (
     COMPLETENESS,
     LAPSED_EXCEPTIONS,
     PREVIOUS_RUN,
+    RESOLVED,
     origin_of,
     set_sources,
 )
@@ -134,6 +135,7 @@ def drift_table(
     issues.attrs[COMPLETENESS] = problems
     issues.attrs[PREVIOUS_RUN] = previous.run_id if previous else None
     issues.attrs[LAPSED_EXCEPTIONS] = lapsed
+    issues.attrs[RESOLVED] = identified.resolved
     return DriftTable(
         issues=issues,
         anomalies=data_anomalies(members, teams, subscriptions),

@@ -22,6 +22,7 @@ COMPLETENESS = "snapshot_problems"  # set on the drift table: why its snapshots 
 DECISION = "fixing"  # set on the fixes frame: what the fixing step decided
 PREVIOUS_RUN = "previous_run"  # set on the drift table: the run its removals were confirmed by
 LAPSED_EXCEPTIONS = "lapsed_exceptions"  # set on the drift table: exceptions lapsed since then
+RESOLVED = "resolved_since_previous_run"  # set on the drift table: the previous run's issues gone
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,12 @@ def format_run_report(record: dict[str, Any], *, examples: int = 3) -> str:
         f"{record.get('teamsChecked', 0)} teams; {record.get('issuesFound', 0)} issue(s) found, "
         f"{record.get('issuesFixed', 0)} fixed",
     ]
+    ages = pd.Series([i.get("status") for i in issues], dtype="object").value_counts()
+    if len(ages) or record.get("resolved_issues") is not None:
+        lines.append(
+            f"  {ages.get('new', 0)} new, {ages.get('persisting', 0)} persisting; "
+            f"{record.get('resolved_issues') or 0} resolved since the previous run"
+        )
     if record.get("failure"):
         lines.append(f"  failure: {record['failure']}")
     if record.get("fixes_withheld"):

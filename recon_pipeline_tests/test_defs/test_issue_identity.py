@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from recon_pipeline.domain.report import format_run_report
 from recon_pipeline.sandbox.demo import SANDBOX_ADMIN_CHANNEL_ID
 from recon_pipeline_tests.builders import ROLE_IDS
 from recon_pipeline_tests.harness import Pipeline, running_pipeline
-from recon_pipeline_tests.scenario import scenario_community
+from recon_pipeline_tests.scenario import EXPECTED_ISSUES, REPORT_ONLY, scenario_community
 
 
 def test_issues_are_new_in_the_first_run_and_persisting_in_the_next(
@@ -59,3 +60,23 @@ def test_with_notify_always_every_run_with_issues_tells_the_admins(
         pipeline.run()
 
         assert len(_posts(pipeline)) == 2
+
+
+def test_a_run_counts_what_the_previous_run_found_and_is_gone(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_pipeline(scenario_community(), database_url, monkeypatch) as pipeline:
+        pipeline.run()
+        pipeline.run(auto_fix=True)
+        after = pipeline.run()  # what the fixes mended is gone; the report-only issue is not
+        record = pipeline.record(after.run_id)
+
+    gone = len(EXPECTED_ISSUES) - len(REPORT_ONLY)
+    assert record["resolved_issues"] == gone
+    [run] = after.asset_materializations_for_node("reconciliation_run")
+    assert run.metadata["resolved_since_previous_run"].value == gone
+    [drift] = after.asset_materializations_for_node("drift_issues")
+    assert drift.metadata["resolved_since_previous_run"].value == gone
+    assert f"0 new, 1 persisting; {gone} resolved since the previous run" in format_run_report(
+        record
+    )

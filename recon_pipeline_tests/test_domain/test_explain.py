@@ -3,14 +3,27 @@ resolved to the subject it names (or refused, saying why)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from recon_pipeline.domain import explain as ex
 from recon_pipeline.domain.access_exceptions import live_exceptions
 from recon_pipeline.domain.columns import IssueCol, MemberCol
 from recon_pipeline.domain.drift import find_drift_issues
-from recon_pipeline.domain.explain import Snapshots, explain_member, subscriptions_of
+from recon_pipeline.domain.explain import (
+    ATTEMPT,
+    RUN,
+    RunSeen,
+    Snapshots,
+    explain_member,
+    subscriptions_of,
+    summarize_history,
+)
+from recon_pipeline.domain.fixes import OutcomeCol
+from recon_pipeline.domain.identity import identify
 from recon_pipeline.domain.policy import AccessPolicy, DriftType
 from recon_pipeline.domain.subject import (
     AmbiguousSubjectError,
@@ -133,3 +146,31 @@ def test_unknown_and_ambiguous_subjects_are_refused_saying_which() -> None:
         _resolve("4004")
     assert _resolve("4004", SubjectKind.DISCORD).account == 4004
     assert _resolve("4004", SubjectKind.MEMBER).member_ids == ("4004",)
+
+
+def test_history_spans_runs_old_and_new_and_lists_each_attempt() -> None:
+    issue = Snapshot(
+        members=[member("m1", discord_id="1001", customer="cus_1")],
+        subs=[sub("cus_1")],
+        guild=account("1001"),
+    ).drift()
+    day1, day2 = dt.datetime(2026, 11, 28, 8), dt.datetime(2026, 11, 29, 8)
+    old = issue.assign(**{RUN: "run-1", ex.DAY: "2026-11-28"})  # stored before fingerprints
+    new = identify(issue, None, observed_at=day2).issues.assign(
+        **{RUN: "run-2", ex.DAY: "2026-11-29", OutcomeCol.OUTCOME: "failed",
+           OutcomeCol.OUTCOME_DETAIL: "HTTP 403", ATTEMPT: "run-2"}
+    )  # fmt: skip
+    retry = new.assign(**{OutcomeCol.OUTCOME: "fixed", OutcomeCol.OUTCOME_DETAIL: None,
+                          ATTEMPT: "run-2-again"})  # fmt: skip
+    runs = [RunSeen("run-1", "2026-11-28", day1), RunSeen("run-2", "2026-11-29", day2)]
+
+    told = summarize_history(pd.concat([old, new, retry], ignore_index=True), runs)
+
+    [span] = told["issues"]
+    assert (span["type"], span["runs"]) == ("MISSING_ACCESS", 2)
+    assert span["fingerprint"] == new[IssueCol.FINGERPRINT].iloc[0]
+    assert (told["firstSeen"], told["lastSeen"]) == ("2026-11-28T08:00:00", "2026-11-29T08:00:00")
+    assert [(a["runId"], a["outcome"], a["detail"]) for a in told["fixAttempts"]] == [
+        ("run-2", "failed", "HTTP 403"),
+        ("run-2-again", "fixed", None),
+    ]

@@ -7,8 +7,9 @@ sensor ticks and backfills are waited for by polling with a deadline, never by f
 
 The tests share the module's instance, so later ones build on earlier ones through module
 fixtures: `launched_run` is the fixing run launched from the launchpad, `verification_run` the
-run the sensor launches after it. Screenshots go to `artifacts/` next to this file; with
-RECON_UI_UPDATE_DOC_IMAGES=1 the three used by the README are also copied to `docs/images/`.
+run the sensor launches after it, `past_days_backfill` the recomputation of the three days
+before. Screenshots go to `artifacts/` next to this file; with RECON_UI_UPDATE_DOC_IMAGES=1 the
+ones in `DOC_SHOTS` are also copied to `docs/images/`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ DOC_SHOTS = {
     "01-asset-lineage": "ui-lineage.png",
     "04-drift-issues-materialization": "ui-drift-issues.png",
     "05-verification-report": "ui-verification.png",
+    "08-drift-issues-plots-by-event": "ui-drift-plots.png",
 }
 
 TIMEZONE = "America/New_York"
@@ -70,6 +73,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
 ]
 VIEWPORT = {"width": 1400, "height": 900}
+PLOTS_VIEWPORT = {"width": 1400, "height": 1300}  # five rows of plots under their toggles
 SNAPSHOT_FRAMES = (
     "membership_members",
     "membership_teams",
@@ -78,6 +82,28 @@ SNAPSHOT_FRAMES = (
     "discord_member_roles",
 )
 RECOMPUTED_ASSETS = ("drift_issues", "reconciliation_fixes", "reconciliation_run")
+# Numeric metadata drift_issues records on every run, each a series over the days in the UI's
+# Plots view (spelled out, not read from the code): a count per drift type, per severity and
+# per age, and the run's totals.
+TYPE_SERIES = {
+    "type_missing_access": "MISSING_ACCESS",
+    "type_unauthorized_access": "UNAUTHORIZED_ACCESS",
+    "type_role_mismatch": "ROLE_MISMATCH",
+    "type_debtor_mismatch": "DEBTOR_MISMATCH",
+    "type_orphaned_access": "ORPHANED_ACCESS",
+    "type_not_in_guild": "NOT_IN_GUILD",
+    "type_stale_database_status": "STALE_DATABASE_STATUS",
+}
+SEVERITY_SERIES = ("severity_high", "severity_medium", "severity_low")
+AGE_SERIES = ("new", "persisting")
+TOTAL_SERIES = (
+    "dagster/row_count",
+    "high_severity",
+    "new_issues",
+    "persisting_issues",
+    "resolved_since_previous_run",
+)
+HIGH_SEVERITY = 5  # of EXPECTED_ISSUES (by_severity says "HIGH": 5)
 FIXED = len(EXPECTED_ISSUES - REPORT_ONLY)
 FIX_CONFIG_YAML = "ops:\n  reconciliation_fixes:\n    config:\n      auto_fix: true\n"
 RUN_PAGE_URL = re.compile(r"/runs/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
@@ -137,6 +163,13 @@ query($id: String!) {{
     ... on PartitionBackfill {{ status runs {{ {_RUN_FIELDS} }} }}
   }}
 }}"""
+_MATERIALIZATIONS = """
+query($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) {
+    __typename
+    ... on Asset { assetMaterializations(limit: 1000) { partition timestamp } }
+  }
+}"""
 _SENSOR_TICKS = """
 query($sensor: SensorSelector!) {
   sensorOrError(sensorSelector: $sensor) {
@@ -209,6 +242,12 @@ class DagsterDev:
         result = self.gql(_LAUNCH_RUN, params=params)["launchRun"]
         assert result["__typename"] == "LaunchRunSuccess", result
         return result["run"]["runId"]
+
+    def materializations(self, asset: str) -> list[dict[str, Any]]:
+        """The asset's materializations: `partition` and `timestamp` (ms, a string)."""
+        result = self.gql(_MATERIALIZATIONS, key={"path": [asset]})["assetOrError"]
+        assert result["__typename"] == "Asset", result
+        return result["assetMaterializations"]
 
     def sensor_ticks(self, sensor_name: str) -> list[dict[str, Any]]:
         selector = {
@@ -408,6 +447,54 @@ def verification_run(fixed_run: str, dagster_dev: DagsterDev) -> dict[str, Any]:
     return runs[0]
 
 
+@dataclass
+class PastDaysBackfill:
+    backfill_id: str
+    days: list[str]  # the three days before today, oldest first
+    backfill: dict[str, Any]  # as GraphQL reports it once finished
+    traffic_before: tuple[int, int, int]  # emulator_traffic() at its launch
+    traffic_after: tuple[int, int, int]  # ... and once it finished
+
+
+@pytest.fixture(scope="module")
+def past_days_backfill(
+    dagster_dev: DagsterDev, fixed_run: str, verification_run: dict[str, Any]
+) -> PastDaysBackfill:
+    """A backfill of the assets downstream of the snapshots over the three days before today,
+    launched as the UI does and finished (whatever its outcome)."""
+    # verification_run: the sensor's run is over, so nothing else talks to the emulators now.
+    today = dt.date.fromisoformat(local_day(TIMEZONE))
+    days = [(today - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]
+    # Copying today's stored snapshots to the three days before stands in for snapshots the
+    # daily runs took on those days.
+    with open_frame_store(dagster_dev.database_url, None) as store:
+        for name in SNAPSHOT_FRAMES:
+            frame = store.read(name, today.isoformat(), fixed_run)
+            for day in days:
+                store.write(name, day, f"daily-run-of-{day}", frame)
+    traffic_before = dagster_dev.emulator_traffic()
+
+    launched = dagster_dev.gql(
+        _LAUNCH_BACKFILL,
+        params={
+            "assetSelection": [{"path": [name]} for name in RECOMPUTED_ASSETS],
+            "partitionNames": days,
+        },
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    def backfill_done() -> dict[str, Any] | None:
+        backfill = dagster_dev.gql(_BACKFILL, id=backfill_id)["partitionBackfillOrError"]
+        assert backfill["__typename"] == "PartitionBackfill", backfill
+        return backfill if backfill["status"] in BACKFILL_TERMINAL else None
+
+    backfill = wait_for(f"backfill {backfill_id} to finish", backfill_done, BACKFILL_S, 2.0)
+    return PastDaysBackfill(
+        backfill_id, days, backfill, traffic_before, dagster_dev.emulator_traffic()
+    )
+
+
 def _verification_records(dev: DagsterDev, parent_run_id: str) -> list[str]:
     """Ids of the ReconciliationRun rows with isVerificationRun that verify `parent_run_id`."""
     with dev.connect() as conn:
@@ -425,6 +512,79 @@ def _verification_records(dev: DagsterDev, parent_run_id: str) -> list[str]:
 def _link(page: Page, text: str) -> Locator:
     """A link whose text is exactly `text` (its icons' names are part of its accessible name)."""
     return page.get_by_role("link").filter(has_text=re.compile(rf"^{re.escape(text)}$"))
+
+
+# The Plots view of an asset's metadata draws a Chart.js line chart per numeric metadata key
+# under a title that is the key, on a canvas with no text in it. This finds the chart titled
+# `key` whose x axis is `axis` ("category": by partition, "time": by event) through the chart
+# object React keeps for its canvas (react-chartjs-2 holds it in a ref), and returns the points
+# Chart.js laid out and drew (a partition with no value is skipped, not drawn): each one's x (the
+# partition key, or the time in ms) and value, whether it lies inside the plot area, and whether
+# the canvas is painted in the line's colour (a blue, unlike the grey grid) where it is. Null
+# until exactly one such chart exists.
+_CHART_POINTS_JS = """
+({key, axis}) => {
+  const charts = [];
+  for (const title of document.querySelectorAll('span')) {
+    if (title.textContent !== key) continue;
+    let box = title.parentElement;
+    while (box && !box.querySelector('canvas')) box = box.parentElement;
+    // the title's own plot: the first box around it with a canvas holds that one only
+    const canvases = box ? box.querySelectorAll('canvas') : [];
+    const canvas = canvases.length === 1 && canvases[0];
+    const fiberKey = canvas && Object.keys(canvas).find((k) => k.startsWith('__reactFiber$'));
+    for (let fiber = fiberKey && canvas[fiberKey]; fiber; fiber = fiber.return) {
+      let chart = null;
+      for (let hook = fiber.memoizedState; hook && typeof hook === 'object' && 'next' in hook;
+           hook = hook.next) {
+        const held = hook.memoizedState && hook.memoizedState.current;
+        if (held && typeof held.getDatasetMeta === 'function') chart = held;
+      }
+      if (chart) {
+        charts.push([canvas, chart]);
+        break;
+      }
+    }
+  }
+  if (charts.length !== 1) return null;
+  const [canvas, chart] = charts[0];
+  if (!chart.chartArea || !chart.scales.x || chart.scales.x.type !== axis) return null;
+  const area = chart.chartArea;
+  const scale = canvas.width / canvas.clientWidth;
+  const context = canvas.getContext('2d');
+  const painted = (x, y) => {
+    const r = 3 * scale;
+    const rgba = context.getImageData(x * scale - r, y * scale - r, 2 * r, 2 * r).data;
+    for (let i = 0; i < rgba.length; i += 4) {
+      if (rgba[i + 3] > 0 && rgba[i + 2] - Math.max(rgba[i], rgba[i + 1]) > 60) return true;
+    }
+    return false;
+  };
+  const dataset = chart.data.datasets[0];
+  const points = chart.getDatasetMeta(0).data.flatMap((point, i) => point.skip ? [] : [{
+    x: axis === 'category' ? chart.data.labels[i] : dataset.data[i].x,
+    y: dataset.data[i].y,
+    inside: point.x >= area.left && point.x <= area.right
+      && point.y >= area.top && point.y <= area.bottom,
+    painted: painted(point.x, point.y),
+  }]);
+  return {label: dataset.label, points};
+}
+"""
+
+
+def _plotted(page: Page, key: str, *, by_event: bool = False) -> list[tuple[Any, float]]:
+    """The points drawn on the plot titled `key` (by partition, or by event), as (x, value)
+    pairs in the axis' order, once the chart is there; each one inside the plot area and
+    painted."""
+    expect(page.get_by_text(key, exact=True)).to_be_visible()
+    axis = "time" if by_event else "category"
+    chart = page.wait_for_function(_CHART_POINTS_JS, arg={"key": key, "axis": axis}).json_value()
+    assert chart["label"] == key, chart
+    assert chart["points"], f"nothing is drawn on the plot of {key}"
+    for point in chart["points"]:
+        assert point["inside"] and point["painted"], (key, point)
+    return [(point["x"], point["y"]) for point in chart["points"]]
 
 
 # --- the tests -----------------------------------------------------------------------------------
@@ -550,39 +710,16 @@ def test_asset_lineage_shows_every_reconciliation_asset(page: Page, fixed_run: s
 
 
 def test_backfill_recomputes_past_days_from_stored_snapshots(
-    page: Page, dagster_dev: DagsterDev, fixed_run: str, verification_run: dict[str, Any]
+    page: Page, dagster_dev: DagsterDev, fixed_run: str, past_days_backfill: PastDaysBackfill
 ) -> None:
-    # verification_run: the sensor's run is over, so nothing else talks to the emulators now.
     today = dt.date.fromisoformat(local_day(TIMEZONE))
-    days = [(today - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]
-    # Copying today's stored snapshots to the three days before stands in for snapshots the
-    # daily runs took on those days.
-    with open_frame_store(dagster_dev.database_url, None) as store:
-        for name in SNAPSHOT_FRAMES:
-            frame = store.read(name, today.isoformat(), fixed_run)
-            for day in days:
-                store.write(name, day, f"daily-run-of-{day}", frame)
-    traffic_before = dagster_dev.emulator_traffic()
-
-    launched = dagster_dev.gql(
-        _LAUNCH_BACKFILL,
-        params={
-            "assetSelection": [{"path": [name]} for name in RECOMPUTED_ASSETS],
-            "partitionNames": days,
-        },
-    )["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill_id = launched["backfillId"]
-
-    def backfill_done() -> dict[str, Any] | None:
-        backfill = dagster_dev.gql(_BACKFILL, id=backfill_id)["partitionBackfillOrError"]
-        assert backfill["__typename"] == "PartitionBackfill", backfill
-        return backfill if backfill["status"] in BACKFILL_TERMINAL else None
-
-    backfill = wait_for(f"backfill {backfill_id} to finish", backfill_done, BACKFILL_S, 2.0)
+    days = past_days_backfill.days
+    backfill_id = past_days_backfill.backfill_id
+    backfill = past_days_backfill.backfill
 
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill
-    assert dagster_dev.emulator_traffic() == traffic_before  # no Stripe or Discord call at all
+    # no Stripe or Discord call at all
+    assert past_days_backfill.traffic_after == past_days_backfill.traffic_before
     runs = {r["tags"]["dagster/partition"]: r for r in map(_with_tag_dict, backfill["runs"])}
     assert sorted(runs) == days
     with dagster_dev.connect() as conn, open_frame_store(dagster_dev.database_url, None) as store:
@@ -619,6 +756,57 @@ def test_backfill_recomputes_past_days_from_stored_snapshots(
     expect(page.get_by_text("Succeeded", exact=True).first).to_be_visible()
     expect(page.get_by_text("100% completed")).to_have_count(len(RECOMPUTED_ASSETS))
     shoot(page, "06-backfill")
+
+
+def test_drift_issues_plots_show_each_days_counts(
+    page: Page, dagster_dev: DagsterDev, fixed_run: str, past_days_backfill: PastDaysBackfill
+) -> None:
+    # drift_issues was materialized for today by the fixing run and for the three days before
+    # by the backfill: each series has a point on each of these four days and no other.
+    assert past_days_backfill.backfill["status"] == "COMPLETED_SUCCESS", past_days_backfill
+    today = local_day(TIMEZONE)
+    days = [*past_days_backfill.days, today]
+    issues = len(EXPECTED_ISSUES)
+    by_type = Counter(kind for kind, _ in EXPECTED_ISSUES)
+
+    page.set_viewport_size(PLOTS_VIEWPORT)
+    page.goto("/assets/drift_issues")
+    page.get_by_role("button", name="Plots").click()
+    # A partitioned asset's plots are by partition, the first thing the view shows.
+    expect(page.get_by_role("button", name="Partitions")).to_be_visible()
+    for key in (*TYPE_SERIES, *SEVERITY_SERIES, *AGE_SERIES, *TOTAL_SERIES):
+        expect(page.get_by_text(key, exact=True)).to_be_visible()
+
+    for key, kind in TYPE_SERIES.items():
+        assert _plotted(page, key) == [(day, by_type[kind]) for day in days], key
+    severities = {key: dict(_plotted(page, key)) for key in SEVERITY_SERIES}
+    ages = {key: dict(_plotted(page, key)) for key in AGE_SERIES}
+    for series in (*severities.values(), *ages.values()):
+        assert list(series) == days, series
+    for day in days:
+        assert severities["severity_high"][day] == HIGH_SEVERITY, severities
+        assert sum(s[day] for s in severities.values()) == issues, (day, severities)
+        assert ages["new"][day] + ages["persisting"][day] == issues, (day, ages)
+    # The fixing run was the instance's first: every issue it found was new.
+    assert (ages["new"][today], ages["persisting"][today]) == (issues, 0), ages
+    assert _plotted(page, "dagster/row_count") == [(day, issues) for day in days]
+    assert _plotted(page, "high_severity") == [(day, HIGH_SEVERITY) for day in days]
+    assert dict(_plotted(page, "new_issues")) == ages["new"]
+    assert dict(_plotted(page, "persisting_issues")) == ages["persisting"]
+
+    # The plots start under the Metadata section's toggles.
+    page.get_by_text("Metadata", exact=True).evaluate("e => e.scrollIntoView({block: 'start'})")
+    expect(page.get_by_text("severity_high", exact=True)).to_be_in_viewport()
+    shoot(page, "08-drift-issues-plots")
+
+    # By event: a point per materialization, at its time.
+    page.get_by_role("button", name="Events").click()
+    materialized = dagster_dev.materializations("drift_issues")
+    assert sorted(m["partition"] for m in materialized) == days  # once each
+    by_event = _plotted(page, "dagster/row_count", by_event=True)
+    assert sorted(x for x, _ in by_event) == sorted(int(m["timestamp"]) for m in materialized)
+    assert {y for _, y in by_event} == {issues}
+    shoot(page, "08-drift-issues-plots-by-event")
 
 
 def test_snapshotting_a_past_day_fails_with_its_reason(page: Page, dagster_dev: DagsterDev) -> None:

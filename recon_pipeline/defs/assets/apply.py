@@ -159,6 +159,7 @@ def reconciliation_run(
             "fixes_withheld_because": record.fixes_withheld or "",
             "by_type": dg.MetadataValue.json(RunSummary.of(reconciliation_fixes).by_type),
             **trend_counts(reconciliation_fixes),
+            "resolved_since_previous_run": record.resolved_issues or 0,
             "admin_notice": dg.MetadataValue.json(sent or {"sent": "no notice due"}),
         },
     )
