@@ -30,7 +30,7 @@ from recon_pipeline.domain.confirmation import StoredDrift
 from recon_pipeline.domain.explain import ATTEMPT, DAY, RUN, RunSeen, Snapshots, explain
 from recon_pipeline.domain.policy import AccessPolicy
 from recon_pipeline.domain.provenance import sources_of_attrs
-from recon_pipeline.domain.subject import SubjectKind, find_subject, members_named, search_texts
+from recon_pipeline.domain.subject import SubjectKind, find_subject, members_named, search_terms
 
 DRIFT = "drift_issues"
 FIXES = "reconciliation_fixes"  # the drift table with each issue's outcome, when fixing ran
@@ -86,7 +86,10 @@ class _RunFrames:
 
     def matching(self, name: str, contains: dict[str, Iterable[str]]) -> pd.DataFrame:
         wanted = {column: sorted({t for t in texts if t}) for column, texts in contains.items()}
-        frame = self.store.read_matching(name, [self._entry(name)], wanted)
+        # Emails are compared without case; ids exactly.
+        frame = self.store.read_matching(
+            name, [self._entry(name)], wanted, ignore_case=frozenset({MemberCol.EMAIL})
+        )
         return frame.drop(columns=[PARTITION_COLUMN, RUN_COLUMN])
 
     def whole(self, name: str) -> pd.DataFrame:
@@ -123,17 +126,17 @@ def look_up(
     """
     drift = latest_complete_run(store)
     frames = _RunFrames(store, drift)
-    texts = search_texts(query)
+    terms = search_terms(query)
     # One scan per large frame: the member rows the query names, then the teams, subscriptions
     # and guild rows of the query itself and of those members.
     members = members_named(query, frames.matching(
         MEMBERS,
-        {c: texts for c in (MemberCol.ID, MemberCol.EMAIL, MemberCol.DISCORD_ID,
-                            MemberCol.STRIPE_CUSTOMER_ID)},
+        {MemberCol.ID: terms.ids, MemberCol.STRIPE_CUSTOMER_ID: terms.ids,
+         MemberCol.EMAIL: terms.emails, MemberCol.DISCORD_ID: terms.discord_ids},
     ))  # fmt: skip
     teams = frames.matching(
         TEAMS,
-        {TeamCol.STRIPE_CUSTOMER_ID: texts, TeamCol.ID: _texts(members[MemberCol.TEAM_ID])},
+        {TeamCol.STRIPE_CUSTOMER_ID: terms.ids, TeamCol.ID: _texts(members[MemberCol.TEAM_ID])},
     )
     billing_teams = teams[
         teams[TeamCol.STRIPE_CUSTOMER_ID].astype("str").str.strip() == query.strip()
@@ -142,11 +145,14 @@ def look_up(
         seats = frames.matching(MEMBERS, {MemberCol.TEAM_ID: _texts(billing_teams[TeamCol.ID])})
         members = pd.concat([members, seats], ignore_index=True).drop_duplicates(MemberCol.ID)
     customers = [
-        *texts,
+        *terms.ids,
         *_texts(members[MemberCol.STRIPE_CUSTOMER_ID]),
         *_texts(teams[TeamCol.STRIPE_CUSTOMER_ID]),
     ]
-    accounts = [*texts, *(a.lstrip("0") for a in _texts(members[MemberCol.DISCORD_ID]))]
+    accounts = [
+        *terms.discord_ids,
+        *(a.lstrip("0") for a in _texts(members[MemberCol.DISCORD_ID])),
+    ]
     # Two scans at once: the database works on both while the GIL is released.
     with ThreadPoolExecutor(max_workers=2) as pool:
         reading = pool.submit(

@@ -62,9 +62,10 @@ _SQL_TYPES = {
 
 _SQL_SCHEMES = ("postgres", "postgresql", "sqlite")
 
-# Column → texts: a row matches when one of those columns contains one of its texts, case
-# ignored. A coarse test the storage runs on its own rows (one scan, no index needed); the
-# caller applies the exact rule to the few rows it returns.
+# Column → texts: a row matches when one of those columns contains one of its texts. A coarse
+# test the storage runs on its own rows (one scan, no index needed); the caller applies the
+# exact rule to the few rows it returns. Case counts except in the columns named as ignoring it
+# (and SQLite's LIKE ignores ASCII case anyway, which only widens the match).
 Contains = Mapping[str, Sequence[str]]
 
 
@@ -123,7 +124,12 @@ class FrameBodies(Protocol):
     def read(self, name: str, day: str, run_id: str, columns: Columns) -> pd.DataFrame: ...
 
     def read_matching(
-        self, name: str, stored: Sequence[tuple[str, str]], columns: Columns, contains: Contains
+        self,
+        name: str,
+        stored: Sequence[tuple[str, str]],
+        columns: Columns,
+        contains: Contains,
+        ignore_case: frozenset[str] = frozenset(),
     ) -> pd.DataFrame: ...
 
     def delete_days_before(self, cutoff_day: str, *, batch_rows: int) -> int: ...
@@ -192,16 +198,23 @@ class SqlFrameBodies:
         return _assemble(parts, columns)
 
     def read_matching(
-        self, name: str, stored: Sequence[tuple[str, str]], columns: Columns, contains: Contains
+        self,
+        name: str,
+        stored: Sequence[tuple[str, str]],
+        columns: Columns,
+        contains: Contains,
+        ignore_case: frozenset[str] = frozenset(),
     ) -> pd.DataFrame:
         table = frame_table(name, columns)
-        # SQLite's LIKE ignores ASCII case by itself; `lower()` on every row would triple the
-        # scan. PostgreSQL needs ILIKE.
+        # Plain LIKE wherever it will do: `lower()` or ILIKE on every row makes the scan several
+        # times slower, and SQLite's LIKE ignores ASCII case by itself.
         sqlite = self.engine.dialect.name == "sqlite"
         tests = [
-            (table.c[column].like if sqlite else table.c[column].ilike)(
-                "%" + _escape_like(text) + "%", escape="\\"
-            )
+            (
+                table.c[column].ilike
+                if column in ignore_case and not sqlite
+                else table.c[column].like
+            )("%" + _escape_like(text) + "%", escape="\\")
             for column, texts in contains.items()
             if column in table.c
             for text in texts
@@ -447,7 +460,12 @@ class ParquetFrameBodies:
         return pd.DataFrame({column: decode(stored[column], kind) for column, kind in columns})
 
     def read_matching(
-        self, name: str, stored: Sequence[tuple[str, str]], columns: Columns, contains: Contains
+        self,
+        name: str,
+        stored: Sequence[tuple[str, str]],
+        columns: Columns,
+        contains: Contains,
+        ignore_case: frozenset[str] = frozenset(),
     ) -> pd.DataFrame:
         parts = []
         for day, run_id in stored:
@@ -457,13 +475,15 @@ class ParquetFrameBodies:
             for column, texts in contains.items():
                 if column not in table.column_names:
                     continue
-                lowered = pc.utf8_lower(table[column].cast(pa.large_string()))
+                values = table[column].cast(pa.large_string())
+                folded = column in ignore_case
                 for text in texts:
-                    hit = pc.match_substring(lowered, text.lower())
+                    hit = pc.match_substring(values, text, ignore_case=folded)
+                    hit = pc.fill_null(hit, False)
                     hits = hit if hits is None else pc.or_(hits, hit)
             if hits is None:
                 continue
-            found = table.filter(pc.fill_null(hits, False)).to_pandas()
+            found = table.filter(hits).to_pandas()
             rows = found.reindex(columns=[c for c, _ in columns]).assign(
                 **{PARTITION_COLUMN: day, RUN_COLUMN: run_id}
             )

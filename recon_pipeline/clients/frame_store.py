@@ -181,16 +181,21 @@ class FrameStore:
         return frame
 
     def read_matching(
-        self, name: str, stored: list[StoredFrame], contains: Contains
+        self,
+        name: str,
+        stored: list[StoredFrame],
+        contains: Contains,
+        ignore_case: frozenset[str] = frozenset(),
     ) -> pd.DataFrame:
         """The rows of the `stored` frames (all named `name`) where a column of `contains`
-        contains one of its texts, case ignored, each with its day (`PARTITION_COLUMN`) and run
-        (`RUN_COLUMN`): a few rows out of a million without reading the rest into memory."""
+        contains one of its texts (case ignored in the `ignore_case` columns), each with its day
+        (`PARTITION_COLUMN`) and run (`RUN_COLUMN`): a few rows out of a million without
+        reading the rest into memory."""
         columns: dict[str, str] = {}
         for entry in stored:  # a column a later version added reads as missing in older frames
             columns.update(dict(entry.columns))
         keys = [(entry.day, entry.run_id) for entry in stored if entry.name == name]
-        return self.bodies.read_matching(name, keys, list(columns.items()), contains)
+        return self.bodies.read_matching(name, keys, list(columns.items()), contains, ignore_case)
 
     def latest_writer(self, name: str, day: str) -> str | None:
         """The run that most recently stored `name` of `day`."""

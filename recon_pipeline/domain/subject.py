@@ -50,12 +50,26 @@ class Subject:
     team_ids: tuple[str, ...] = field(default=())
 
 
-def search_texts(query: str) -> list[str]:
-    """What the storage's coarse match looks for: the query as typed and, for a Discord id,
-    its digits without leading zeros (every spelling of that id contains them)."""
+@dataclass(frozen=True)
+class SearchTerms:
+    """What the storage's coarse match looks for, per kind of column: the query as typed in
+    id columns; in email columns only a query with an @; in Discord id columns only a query
+    that can be a Discord id, as its digits without leading zeros (which every spelling of that
+    id contains). Fewer columns to test make the scan of a million rows shorter."""
+
+    ids: tuple[str, ...]
+    emails: tuple[str, ...]
+    discord_ids: tuple[str, ...]
+
+
+def search_terms(query: str) -> SearchTerms:
     text = query.strip()
     key = snowflake(text)
-    return [text] if key is None else sorted({text, str(key)})
+    return SearchTerms(
+        ids=(text,),
+        emails=(text,) if "@" in text else (),
+        discord_ids=(str(key),) if key is not None else (),
+    )
 
 
 def snowflake(text: str) -> int | None:

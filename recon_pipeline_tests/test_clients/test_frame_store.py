@@ -827,7 +827,7 @@ def test_adopt_day_keyed_frames_from_two_processes_at_once(database_url: str) ->
             engine.dispose()
 
 
-def _people(*rows: tuple[str, str, tuple[str, ...]]) -> pd.DataFrame:
+def _people(*rows: tuple[str, str | None, tuple[str, ...]]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "id": pd.Series([r[0] for r in rows], dtype="str"),
@@ -841,13 +841,15 @@ def test_read_matching_returns_the_rows_containing_a_text_of_the_runs_asked_for(
     store: FrameStore,
 ) -> None:
     store.write("people", DAY_1, "run-a", _people(("m1", "Ann@Example.com", ("Lord",)),
-                                                  ("m2", "bob@example.com", ())))  # fmt: skip
+                                                  ("m2", None, ())))  # fmt: skip
     store.write("people", DAY_2, "run-b", _people(("m1", "ann@example.com", ("Knight",)),
                                                   ("m_1", "x%y@example.com", ())))  # fmt: skip
     store.write("people", DAY_2, "run-c", _people(("m1", "ann@example.com", ())))
     entries = [e for e in store.entries_named("people") if e.run_id != "run-c"]
 
-    found = store.read_matching("people", entries, {"email": ["ANN@"], "id": ["m2"]})
+    found = store.read_matching(
+        "people", entries, {"email": ["ANN@"], "id": ["m2"]}, ignore_case=frozenset({"email"})
+    )
     rows = found.sort_values([PARTITION_COLUMN, "id"])
     assert list(zip(rows[PARTITION_COLUMN], rows[RUN_COLUMN], rows["id"], strict=True)) == [
         (DAY_1, "run-a", "m1"),
