@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -16,6 +15,8 @@ from types import ModuleType
 import sqlalchemy as sa
 from filelock import FileLock
 
+from recon_pipeline.check_cli import add_check_parser
+from recon_pipeline.child_processes import run_until_stopped, sigterm_as_interrupt
 from recon_pipeline.clients.access_exceptions import ExceptionInputError
 from recon_pipeline.clients.frame_store import adopt_day_keyed_frames
 from recon_pipeline.clients.membership_db import (
@@ -227,6 +228,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+_DEMO_WORKSPACE = """load_from:
+  - python_module:
+      module_name: recon_pipeline.definitions
+      location_name: recon_pipeline
+"""
+
+
 def _demo_environment() -> dict[str, str]:
     return {
         "DATABASE_URL": f"sqlite:///{DEMO_DIR / 'membership.sqlite3'}",
@@ -257,6 +265,19 @@ def _sandbox_demo():
     return demo
 
 
+def _fresh_demo() -> None:
+    """A new demo: the membership database reseeded and the demo's Dagster instance emptied
+    together, so no run in the UI names a record that is gone (a verification of an old run
+    would fail on it)."""
+    home = (DEMO_DIR / "dagster_home").resolve()
+    if home.exists():
+        for entry in home.iterdir():
+            if entry.name != "dagster.yaml":  # keep the instance's config, drop what it stored
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    _set_up_instance(_ensure_dagster_home(home))
+    _seed_demo_database()
+
+
 def _seed_demo_database() -> None:
     from recon_pipeline.clients.frame_store import open_engine
 
@@ -272,12 +293,20 @@ def _seed_demo_database() -> None:
         engine.dispose()
 
 
-def _demo(_: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace) -> int:
+    with sigterm_as_interrupt():
+        try:
+            return _run_demo(args)
+        except KeyboardInterrupt:
+            print("Stopped.", file=sys.stderr)
+            return 130
+
+
+def _run_demo(_: argparse.Namespace) -> int:
     demo = _sandbox_demo()
     started = time.monotonic()
     os.environ.update(_demo_environment())
-    _set_up_instance(_ensure_dagster_home(DEMO_DIR / "dagster_home"))
-    _seed_demo_database()
+    _fresh_demo()
     community = demo.demo_community()
     print(
         f"Demo community: {len(community.members)} members, {len(community.teams)} teams, "
@@ -329,12 +358,21 @@ def _cancel_between_runs(demo: ModuleType, sandbox: object, community: object) -
 
 
 def _sandbox(args: argparse.Namespace) -> int:
+    with sigterm_as_interrupt():
+        try:
+            return _serve_sandbox(args)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _serve_sandbox(args: argparse.Namespace) -> int:
     demo = _sandbox_demo()
     env = _demo_environment()
     os.environ.update(env)
-    _ensure_dagster_home(DEMO_DIR / "dagster_home")
-    if not args.keep_data:
-        _seed_demo_database()
+    if args.keep_data:
+        _ensure_dagster_home(DEMO_DIR / "dagster_home")
+    else:
+        _fresh_demo()
     with demo.running_sandbox(
         demo.demo_community(), stripe_port=args.stripe_port, discord_port=args.discord_port
     ) as sandbox:
@@ -346,18 +384,15 @@ def _sandbox(args: argparse.Namespace) -> int:
         print(f"(also in {env_file}: `set -a; . {env_file}; set +a; dagster dev`)")
         if not args.ui:
             print("Press Ctrl-C to stop.")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                return 0
+            while True:
+                time.sleep(3600)
         dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
-        command = [dagster, "dev", "-h", "127.0.0.1", "-p", str(args.ui_port)]
+        # Its own workspace file, so the UI starts from any folder, not only the repository's.
+        workspace = DEMO_DIR / "workspace.yaml"
+        workspace.write_text(_DEMO_WORKSPACE)
+        command = [dagster, "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.ui_port)]
         print(f"Starting the Dagster UI on http://127.0.0.1:{args.ui_port} (Ctrl-C stops it all)")
-        try:
-            return subprocess.run(command, env={**os.environ, **env}, check=False).returncode
-        except KeyboardInterrupt:
-            return 0
+        return run_until_stopped(command, {**os.environ, **env})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--ui", action="store_true", help="also run `dagster dev` on this setup")
     sandbox.add_argument("--ui-port", type=int, default=3000)
     sandbox.add_argument(
-        "--keep-data", action="store_true", help="keep the demo database instead of reseeding it"
+        "--keep-data",
+        action="store_true",
+        help="keep the demo database and the demo's Dagster runs instead of starting afresh",
     )
     sandbox.set_defaults(handler=_sandbox)
 
@@ -416,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_exceptions_parser(commands)
     add_issues_parser(commands)
     add_explain_parser(commands)
+    add_check_parser(commands)
     return parser
 
 

@@ -194,7 +194,8 @@ class DiscordClient:
     # ----------------------------------------------------------------------------- endpoints
 
     def guild_roles(self) -> pd.DataFrame:
-        """All the guild's roles: `GuildRoleCol` columns plus `position` (int), `managed` (bool)."""
+        """All the guild's roles: `GuildRoleCol` columns plus `position` (int), `managed` (bool)
+        and `permissions` (int, the role's permission bits)."""
         route = self._guild_route("GET", "/roles")
         roles = self._json(route, self._request(route))
         if not isinstance(roles, list):
@@ -205,8 +206,35 @@ class DiscordClient:
                 GuildRoleCol.NAME: pd.Series([str(r["name"]) for r in roles], dtype="str"),
                 "position": pd.Series([int(r["position"]) for r in roles], dtype="int64"),
                 "managed": pd.Series([bool(r.get("managed")) for r in roles], dtype="bool"),
+                "permissions": pd.Series(
+                    [int(r.get("permissions") or 0) for r in roles], dtype="int64"
+                ),
             }
         )
+
+    def current_user(self) -> dict[str, Any]:
+        """The bot's own user (`GET /users/@me`): its id, and proof the token is accepted."""
+        route = Route("GET", "/users/@me", "/users/@me", "@me")
+        user = self._json(route, self._request(route))
+        if not isinstance(user, dict) or "id" not in user:
+            raise DiscordError(f"{route}: expected a user object", kind="bad_response")
+        return user
+
+    def read_one_member(self) -> None:
+        """List one member: raises `MissingPermissionsError` (403, code 50001) when the Server
+        Members Intent is off, as it would on the full listing."""
+        route = self._guild_route("GET", "/members")
+        self._json(route, self._request(route, params={"limit": 1}))
+
+    def channel(self, channel_id: str) -> dict[str, Any]:
+        """The channel object (`GET /channels/{id}`): its guild and permission overwrites."""
+        _require_snowflake(channel_id, "channel_id")
+        path = f"/channels/{channel_id}"
+        route = Route("GET", "/channels/{channel_id}", path, channel_id)
+        found = self._json(route, self._request(route))
+        if not isinstance(found, dict):
+            raise DiscordError(f"{route}: expected a channel object", kind="bad_response")
+        return found
 
     def guild_member_roles(self) -> pd.DataFrame:
         """Every guild account in `GuildMemberRoleCol` long form, paging 1000 at a time.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -45,6 +46,22 @@ def send_email(server: SmtpServer, message: EmailMessage) -> None:
     Raises:
         MailError: naming the server and what went wrong, never the password.
     """
+    # A non-ASCII address needs the server's SMTPUTF8, which smtplib checks for itself,
+    # raising SMTPNotSupportedError (handled with the others) when the server lacks it.
+    _session(server, lambda smtp: smtp.send_message(message), "send mail through")
+
+
+def check_server(server: SmtpServer) -> None:
+    """Connect, say EHLO, upgrade with STARTTLS and log in as configured, then say QUIT without
+    sending anything (`recon-pipeline check`).
+
+    Raises:
+        MailError: as `send_email` does.
+    """
+    _session(server, lambda smtp: None, "reach")
+
+
+def _session(server: SmtpServer, work: Callable[[smtplib.SMTP], object], doing: str) -> None:
     where = f"{server.host}:{server.port}"
     if server.username:
         _check_ascii_login(server, where)
@@ -56,22 +73,20 @@ def send_email(server: SmtpServer, message: EmailMessage) -> None:
                 smtp.ehlo()
             if server.username:
                 smtp.login(server.username, server.password or "")
-            # A non-ASCII address needs the server's SMTPUTF8, which smtplib checks for itself,
-            # raising SMTPNotSupportedError (below) when the server lacks it.
-            smtp.send_message(message)
+            work(smtp)
     except smtplib.SMTPAuthenticationError as exc:
         raise MailError(f"SMTP server {where} refused the login ({exc.smtp_code})") from None
     except smtplib.SMTPNotSupportedError as exc:
         raise MailError(f"SMTP server {where}: {exc}") from None
     except (smtplib.SMTPException, OSError) as exc:
-        raise MailError(f"cannot send mail through {where}: {type(exc).__name__}: {exc}") from None
+        raise MailError(f"cannot {doing} {where}: {type(exc).__name__}: {exc}") from None
     except UnicodeError as exc:
         # The host name failing IDNA (an empty or over-long label), or a non-ASCII local host
         # name in EHLO. An encode error's text quotes the offending character, so only its
         # reason is kept.
         reason = getattr(exc, "reason", exc)
         raise MailError(
-            f"cannot send mail through {where}: a host name cannot be encoded ({reason}); "
+            f"cannot {doing} {where}: a host name cannot be encoded ({reason}); "
             "check the SMTP host name"
         ) from None
 

@@ -62,6 +62,7 @@ class StripeSnapshotError(RuntimeError):
         http_status: Stripe's HTTP status, when there was an answer.
         request_id: Stripe's `Request-Id`, for Stripe support and the dashboard's logs.
         code: Stripe's error code (`rate_limit`, `resource_missing`, …), when it sent one.
+        detail: what went wrong, without the words about the snapshot.
     """
 
     def __init__(
@@ -72,8 +73,10 @@ class StripeSnapshotError(RuntimeError):
         http_status: int | None = None,
         request_id: str | None = None,
         code: str | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.detail = detail or message
         self.page = page
         self.http_status = http_status
         self.request_id = request_id
@@ -243,6 +246,15 @@ class StripeBilling:
             raise self._error("the listing returned some subscriptions more than once")
         self.stats.rows = len(ids)
         return _subscription_frame(parts)
+
+    def probe_subscriptions(self) -> None:
+        """List one subscription (`recon-pipeline check`): one request that fails as the
+        snapshot would, with a rejected key or a restricted key that may not read them.
+
+        Raises:
+            StripeSnapshotError: with the HTTP status and Stripe's message.
+        """
+        self._fetch(lambda: self._raw_page({"status": "all", "limit": 1}), None, "listing")
 
     def customer_subscriptions(self, customer_id: str) -> pd.DataFrame:
         """One customer's subscriptions of every status now (`explain --live`), one row each.
@@ -449,6 +461,7 @@ class StripeBilling:
             text = text[:_MAX_DETAIL_CHARS] + "…"
         return StripeSnapshotError(
             f"Stripe subscription snapshot aborted, no partial data kept: {text}",
+            detail=text,
             page=page,
             http_status=http_status,
             request_id=request_id,

@@ -7,7 +7,8 @@ invalid requests. Served with `LoopbackServer(DiscordEmulator().app)`, the real 
 it unchanged through `DISCORD_API_BASE=http://127.0.0.1:PORT/api/v10`.
 
 Endpoints: `GET /guilds/{g}/members`, `GET /guilds/{g}/members/{u}`, `GET /guilds/{g}/roles`,
-`PUT|DELETE /guilds/{g}/members/{u}/roles/{r}` and `POST /channels/{c}/messages`.
+`PUT|DELETE /guilds/{g}/members/{u}/roles/{r}`, `POST /channels/{c}/messages`,
+`GET /channels/{c}` and `GET /users/@me`.
 
 Each request is checked in this order: Cloudflare ban, `Authorization: Bot <token>`,
 `User-Agent: DiscordBot (…)`, known route, injected fault, global limit, the route's bucket, then
@@ -174,7 +175,20 @@ _ROUTES: tuple[tuple[frozenset[str], re.Pattern[str], str, str], ...] = (
         "create_message",
         _bucket_hash("channel messages create"),
     ),
+    (
+        frozenset({"GET"}),
+        re.compile(r"/channels/(?P<major>[0-9]+)"),
+        "get_channel",
+        _bucket_hash("channel get"),
+    ),
+    (
+        frozenset({"GET"}),
+        re.compile(r"/users/(?P<major>@me)"),
+        "current_user",
+        _bucket_hash("current user get"),
+    ),
 )
+VIEW_AND_SEND = (1 << 10) | (1 << 11)  # what @everyone may do in a new server's text channels
 
 
 class DiscordEmulator:
@@ -395,6 +409,13 @@ class DiscordEmulator:
         others = [r.position for r in self._roles.values() if r.id != self.bot_role_id]
         return max(others, default=0) + 1
 
+    def position_of(self, role_name: str) -> int:
+        """The position of the role named `role_name` (KeyError if there is none)."""
+        for role in self._roles.values():
+            if role.name == role_name:
+                return role.position
+        raise KeyError(role_name)
+
     def member_roles(self, user_id: str) -> frozenset[str]:
         """Role ids `user_id` holds (KeyError if not a member)."""
         return frozenset(self._members[user_id].roles)
@@ -611,7 +632,7 @@ class DiscordEmulator:
                     "icon": None,
                     "unicode_emoji": None,
                     "position": position(role),
-                    "permissions": str(MANAGE_ROLES) if is_bot_role else "0",
+                    "permissions": str(self._role_permissions(role)),
                     "managed": role.managed,
                     "mentionable": False,
                     "flags": 0,
@@ -619,6 +640,38 @@ class DiscordEmulator:
                 }
             )
         return 200, roles
+
+    def _role_permissions(self, role: _Role) -> int:
+        if role.id == self.bot_role_id:
+            return MANAGE_ROLES if self._manage_roles else 0
+        return VIEW_AND_SEND if role.id == self.guild_id else 0
+
+    def _get_channel(
+        self, request: Request, body: bytes, now: float, params: dict[str, str]
+    ) -> tuple[int, Any]:
+        channel_id = params["major"]
+        if channel_id not in self._channels:
+            raise _error(404, 10003, "Unknown Channel")
+        return 200, {
+            "id": channel_id,
+            "type": 0,
+            "guild_id": self.guild_id,
+            "name": f"channel-{channel_id}",
+            "position": 0,
+            "permission_overwrites": [],
+        }
+
+    def _current_user(
+        self, request: Request, body: bytes, now: float, params: dict[str, str]
+    ) -> tuple[int, Any]:
+        return 200, {
+            "id": self.bot_user_id,
+            "username": "recon-bot",
+            "discriminator": "0",
+            "global_name": None,
+            "avatar": None,
+            "bot": True,
+        }
 
     def _member_role(
         self, request: Request, body: bytes, now: float, params: dict[str, str]

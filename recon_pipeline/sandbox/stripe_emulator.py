@@ -167,11 +167,15 @@ class StripeEmulator:
         self,
         *,
         api_keys: Iterable[str] = ("sk_test_sandbox",),
+        restricted_keys: Iterable[str] = (),
         latency_s: float = 0.0,
         requests_per_second: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api_keys = frozenset(api_keys)
+        # Restricted keys (`rk_…`) the account knows, without the permission to read
+        # subscriptions: authenticated, then refused with 403 as Stripe refuses them.
+        self.restricted_keys = frozenset(restricted_keys)
         self.latency_s = latency_s
         self.requests_per_second = requests_per_second
         self.clock = clock
@@ -302,7 +306,14 @@ class StripeEmulator:
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
         try:
-            self._authenticate(request.headers.get("authorization"))
+            key = self._authenticate(request.headers.get("authorization"))
+            if key in self.restricted_keys:
+                raise StripeApiError(
+                    403,
+                    f"The provided key '{redact_key(key)}' does not have the required "
+                    "permissions for this endpoint on account 'acct_sandbox'. Having the "
+                    "'rak_subscription_read' permission would allow this request to continue.",
+                )
             self._throttle(arrived)
             fault = self._faults.popleft() if self._faults else None
             if fault is not None and fault.kind == "hang":
@@ -337,7 +348,8 @@ class StripeEmulator:
         )
         return response
 
-    def _authenticate(self, authorization: str | None) -> None:
+    def _authenticate(self, authorization: str | None) -> str:
+        """The request's API key, once it is one the account knows."""
         challenge = {"WWW-Authenticate": 'Basic realm="Stripe"'}
         if not authorization:
             raise StripeApiError(401, _NO_KEY_MESSAGE, headers=challenge)
@@ -350,9 +362,10 @@ class StripeEmulator:
                 key = ""
         elif scheme.lower() != "bearer":
             key = authorization
-        if key not in self.api_keys:
+        if key not in self.api_keys | self.restricted_keys:
             message = f"Invalid API Key provided: {redact_key(key)}"
             raise StripeApiError(401, message, headers=challenge)
+        return key
 
     def _throttle(self, now: float) -> None:
         if self.requests_per_second is None:

@@ -16,6 +16,7 @@ from recon_pipeline.clients.discord import DiscordError
 from recon_pipeline.clients.fixing_lease import fixing_mark
 from recon_pipeline.clients.membership_db import load_members, load_teams
 from recon_pipeline.clients.stripe import StripeSnapshotError
+from recon_pipeline.defs.fix_config import launched_auto_fix
 from recon_pipeline.defs.hooks import record_failed_run
 from recon_pipeline.defs.partitions import local_day
 from recon_pipeline.defs.resources import (
@@ -28,6 +29,12 @@ from recon_pipeline.domain.access_exceptions import live_exceptions
 from recon_pipeline.domain.columns import ExceptionCol, GuildMemberRoleCol
 from recon_pipeline.domain.fixes import count_role_holders
 from recon_pipeline.domain.policy import RoleResolutionError, resolve_managed_role_ids
+from recon_pipeline.domain.preflight import (
+    CheckLine,
+    preflight_failure,
+    role_management_problems,
+    roles_from_frame,
+)
 from recon_pipeline.domain.provenance import stamp_snapshot
 
 GROUP = "membership_recon"
@@ -99,17 +106,37 @@ class DiscordSnapshot:
     member_roles: pd.DataFrame
     managed: dict[str, str]  # managed role name -> id
     members_without_user: int  # skipped by the client, so they read as accounts not in the server
+    preflight: list[CheckLine]  # what keeps the bot from managing a managed role
 
 
-def read_discord(discord: DiscordResource, policy: ReconciliationPolicyResource) -> DiscordSnapshot:
-    """Roles, member roles and the managed role ids; a failure is a dg.Failure."""
+def read_discord(
+    discord: DiscordResource, policy: ReconciliationPolicyResource, *, fixing: bool
+) -> DiscordSnapshot:
+    """Roles, the preflight, member roles and the managed role ids; a failure is a dg.Failure.
+
+    A fixing run whose bot cannot manage a managed role stops at the preflight, before the
+    member list is read (docs/behaviour.md §14).
+    """
     with discord.client() as client:
         try:
             roles = client.guild_roles()
             managed = resolve_managed_role_ids(roles, policy.managed_roles())
+            bot = str(client.current_user()["id"])
+            problems = role_management_problems(
+                roles_from_frame(roles),
+                set(client.member_role_ids(bot) or ()),
+                discord.guild_id,
+                policy.managed_roles(),
+            )
+            if problems and fixing:
+                raise dg.Failure(description=preflight_failure(problems), allow_retries=False)
             member_roles = client.guild_member_roles()
             return DiscordSnapshot(
-                roles, member_roles, managed, int(getattr(client, "skipped_members", 0))
+                roles,
+                member_roles,
+                managed,
+                int(getattr(client, "skipped_members", 0)),
+                problems,
             )
         except RoleResolutionError as exc:
             raise dg.Failure(
@@ -181,7 +208,9 @@ def discord_snapshot(
     """Roles and member roles; a managed role missing from the guild fails the snapshot."""
     refuse_past_day(context, policy.timezone)
     stamp = snapshot_stamper(membership_db)
-    now = read_discord(discord, policy)
+    now = read_discord(discord, policy, fixing=launched_auto_fix(context.run, policy.auto_fix))
+    for line in now.preflight:  # a dry run reports it and goes on; a fixing run stopped above
+        context.log.warning(f"Preflight: {line.detail} (fix: {line.fix})")
     stamp(now.roles)
     stamp(now.member_roles)
     if now.members_without_user:
@@ -190,7 +219,12 @@ def discord_snapshot(
             "they are left out of the snapshot (their roles are neither read nor changed)"
         )
     yield dg.Output(
-        now.roles, output_name="discord_roles", metadata={"dagster/row_count": len(now.roles)}
+        now.roles,
+        output_name="discord_roles",
+        metadata={
+            "dagster/row_count": len(now.roles),
+            "preflight": dg.MetadataValue.json([line.to_json() for line in now.preflight]),
+        },
     )
     yield dg.Output(
         now.member_roles,
