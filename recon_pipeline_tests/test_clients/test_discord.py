@@ -157,12 +157,13 @@ def test_snapshot_with_the_members_intent_off_says_to_enable_it(setup: Setup) ->
 def test_guild_roles_frame(setup: Setup) -> None:
     emulator, client = setup()
     roles = client.guild_roles()
-    assert list(roles.columns) == [*GuildRoleCol.ALL, "position", "managed"]
+    assert list(roles.columns) == [*GuildRoleCol.ALL, "position", "managed", "permissions"]
     assert roles[GuildRoleCol.ID].dtype == "str"
     assert roles["position"].dtype == "int64"
     by_id = roles.set_index(GuildRoleCol.ID)
     assert by_id.loc[GUILD, GuildRoleCol.NAME] == "@everyone"
     assert by_id.loc[GUILD, "position"] == 0
+    assert by_id.loc[GUILD, "permissions"] == (1 << 10) | (1 << 11)  # View Channel, Send Messages
     assert bool(by_id.loc[emulator.bot_role_id, "managed"]) is True
     assert by_id.loc[ROLE_ADMIN, "position"] == 3
 

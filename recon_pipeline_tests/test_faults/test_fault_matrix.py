@@ -326,8 +326,15 @@ def test_discord_down_for_every_retry_stops_after_three_changes(
 
 
 def test_a_role_the_bot_may_not_manage_fails_only_its_own_fixes(pipeline: Pipeline) -> None:
-    # The bot's own role sits just below Debtor (position 4): Discord answers 403/50013 for it.
-    pipeline.sandbox.discord.set_bot_top_position(4)
+    # Someone drags the bot's own role just below Debtor (position 4) after the run's preflight
+    # passed, while the members are being listed: Discord answers 403/50013 for Debtor.
+    emulator = pipeline.sandbox.discord
+
+    def demote_once_listing_starts(request: RequestRecord) -> None:
+        if request.path.endswith("/members"):
+            emulator.set_bot_top_position(4)
+
+    emulator.after_request = demote_once_listing_starts
 
     result = pipeline.run(auto_fix=True)
 
