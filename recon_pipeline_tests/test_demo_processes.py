@@ -43,6 +43,7 @@ def _environment(tmp_path: Path) -> dict[str, str]:
     # Verifications fall due within seconds of the demo's fixing runs.
     env["RECONCILIATION_VERIFY_DELAY_MINUTES"] = "0.05"
     env["HOME"] = str(tmp_path)
+    env["PYTHONUNBUFFERED"] = "1"  # the logs show each line as it is printed
     return env
 
 
@@ -129,3 +130,17 @@ def test_sigterm_and_ctrl_c_stop_the_sandbox_and_free_its_ports(tmp_path: Path) 
         process.send_signal(signum)
         assert process.wait(timeout=10) == 0, log_tail(tmp_path / "sandbox.log")
         assert not serving()
+
+
+def test_sigterm_stops_the_demo_midway_with_nothing_left_running(tmp_path: Path) -> None:
+    log = tmp_path / "demo.log"
+    process = start([command("recon-pipeline"), "demo"], cwd=tmp_path, env=_environment(tmp_path),
+                    log_path=log)  # fmt: skip
+    wait_for("the demo's first run", lambda: "== 1. Dry run ==" in log.read_text(), 300)
+    below = descendants(process.pid)
+
+    process.send_signal(signal.SIGTERM)
+
+    assert process.wait(timeout=10) == 130, log_tail(log)
+    assert "Stopped." in log.read_text()
+    wait_for("every process of the demo to stop", lambda: not alive(below), 10, every_s=0.2)

@@ -229,6 +229,39 @@ def test_without_manage_roles_every_role_change_is_403(
     assert response.json()["code"] == 50013
 
 
+def test_role_permissions_say_what_the_bot_and_everyone_may_do(
+    emulator_http: tuple[DiscordEmulator, httpx.Client],
+) -> None:
+    emulator, http = emulator_http
+
+    def permissions() -> dict[str, int]:
+        roles = http.get(f"/guilds/{GUILD}/roles").json()
+        return {r["id"]: int(r["permissions"]) for r in roles}
+
+    assert permissions()[emulator.bot_role_id] == 1 << 28  # Manage Roles
+    assert permissions()[GUILD] == (1 << 10) | (1 << 11)  # View Channel, Send Messages
+    emulator.set_manage_roles(False)
+    assert permissions()[emulator.bot_role_id] == 0
+
+
+def test_the_bot_can_read_itself_and_a_channel_and_an_unknown_channel_is_404_10003(
+    emulator_http: tuple[DiscordEmulator, httpx.Client],
+) -> None:
+    emulator, http = emulator_http
+    emulator.add_channel("1100000000000000500")
+
+    me = http.get("/users/@me")
+    channel = http.get("/channels/1100000000000000500")
+    unknown = http.get("/channels/1100000000000000501")
+
+    assert (me.status_code, me.json()["id"], me.json()["bot"]) == (200, emulator.bot_user_id, True)
+    assert channel.status_code == 200
+    assert (channel.json()["guild_id"], channel.json()["permission_overwrites"]) == (GUILD, [])
+    assert (unknown.status_code, unknown.json()) == (
+        404, {"message": "Unknown Channel", "code": 10003})  # fmt: skip
+    assert_discord_json(unknown)
+
+
 def test_role_changes_are_idempotent_204s_and_record_the_decoded_reason(
     emulator_http: tuple[DiscordEmulator, httpx.Client],
 ) -> None:

@@ -78,6 +78,20 @@ def test_unknown_key_is_401_and_shown_redacted(
     assert bad not in response.text
 
 
+def test_a_restricted_key_without_subscription_access_is_403_and_shown_redacted(
+    emulator: StripeEmulator, http: httpx.Client
+) -> None:
+    limited = "rk_test_limited0000abcd"
+    emulator.restricted_keys = frozenset({limited})
+
+    response = http.get("/v1/subscriptions", headers={"Authorization": f"Bearer {limited}"})
+
+    body = error(response, 403)
+    assert "does not have the required permissions" in body["message"]
+    assert "rak_subscription_read" in body["message"]
+    assert limited not in response.text
+
+
 @pytest.mark.parametrize(
     ("key", "shown"),
     [("sk_test_abcdefgh1234", "sk_test_********1234"), ("undefined", "*****ined"), ("abc", "***")],
