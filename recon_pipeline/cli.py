@@ -272,8 +272,12 @@ def _fresh_demo() -> None:
     home = (DEMO_DIR / "dagster_home").resolve()
     if home.exists():
         for entry in home.iterdir():
-            if entry.name != "dagster.yaml":  # keep the instance's config, drop what it stored
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            if entry.name == "dagster.yaml":  # keep the instance's config, drop what it stored
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     _set_up_instance(_ensure_dagster_home(home))
     _seed_demo_database()
 

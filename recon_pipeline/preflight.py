@@ -18,6 +18,7 @@ from recon_pipeline.clients.stripe import StripeBilling, StripeSnapshotError
 from recon_pipeline.domain.preflight import (
     CheckLine,
     GuildRole,
+    bot_permissions,
     can_post,
     channel_permissions,
     not_configured,
@@ -116,24 +117,12 @@ def discord_checks(settings: Settings) -> list[CheckLine]:
             return [first]
         bot_id = str(first["id"])
         lines = [ok("bot token", f"accepted: the bot is user {bot_id}")]
-        held = _discord_step(
-            "bot in server",
-            lambda: discord.member_role_ids(bot_id),
-            "Invite the bot to the server with the OAuth2 URL generator (scope bot)",
-        )
-        if isinstance(held, CheckLine) or held is None:
+        held = _discord_step("bot in server", lambda: discord.member_role_ids(bot_id), _INVITE)
+        if isinstance(held, CheckLine):
+            return [*lines, held]
+        if held is None:
             detail = f"the bot is not a member of server {guild_id}"
-            return [
-                *lines,
-                held
-                if isinstance(held, CheckLine)
-                else problem(
-                    "bot in server",
-                    detail,
-                    "Invite the bot to the server with the OAuth2 URL generator (scope bot), "
-                    "or set DISCORD_GUILD_ID to the community's server",
-                ),
-            ]
+            return [*lines, problem("bot in server", detail, _INVITE)]
         lines.append(ok("bot in server", f"the bot is in server {guild_id}"))
         roles = _discord_step(
             "managed roles", lambda: discord.guild_roles(), "Check DISCORD_GUILD_ID"
@@ -155,6 +144,12 @@ def discord_checks(settings: Settings) -> list[CheckLine]:
         )
         lines += _channel_checks(settings, discord, guild_roles, set(held), guild_id, bot_id)
     return lines
+
+
+_INVITE = (
+    "Invite the bot to the server with the OAuth2 URL generator (scope bot), or set "
+    "DISCORD_GUILD_ID to the community's server"
+)
 
 
 def _discord_step(name: str, call: Callable[[], object], fix: str) -> object:
@@ -190,10 +185,7 @@ def _channel_checks(
     )
     if isinstance(found, CheckLine):
         return [found]
-    base = 0
-    for role in roles:
-        if role.id == guild_id or role.id in held:
-            base |= role.permissions
+    base = bot_permissions(roles, held, guild_id)
     overwrites = found.get("permission_overwrites") or []
     if not can_post(channel_permissions(base, overwrites, held, guild_id, bot_id)):
         return [

@@ -25,6 +25,7 @@ from recon_pipeline.sandbox.demo import (
     SANDBOX_STRIPE_KEY,
     demo_community,
 )
+from recon_pipeline.sandbox.discord_emulator import RequestRecord
 from recon_pipeline.settings import load_settings
 from recon_pipeline_tests.app_schema import create_app_schema
 from recon_pipeline_tests.builders import ROLE_IDS, Snapshot, account, guild, sub
@@ -267,9 +268,15 @@ def test_a_swap_whose_grant_fails_keeps_the_old_role(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with running_pipeline(scenario_community(), sqlite_url, monkeypatch) as pipeline:
-        # The bot's own role sits between Knight and Lord: it may manage Squire and Knight
-        # but neither Lord nor Debtor.
-        pipeline.sandbox.discord.set_bot_top_position(3)
+        # Once the run's preflight has passed, someone drags the bot's own role between Knight
+        # and Lord: it may still manage Squire and Knight but neither Lord nor Debtor.
+        discord = pipeline.sandbox.discord
+
+        def demote_once_listing_starts(request: RequestRecord) -> None:
+            if request.path.endswith("/members"):
+                discord.set_bot_top_position(3)
+
+        discord.after_request = demote_once_listing_starts
 
         result = pipeline.run(auto_fix=True)
 
