@@ -20,14 +20,21 @@ from recon_pipeline.clients.frame_store import FrameStore, StoredFrame
 from recon_pipeline.domain.access_exceptions import empty_exceptions
 from recon_pipeline.domain.columns import (
     GuildMemberRoleCol,
-    GuildRoleCol,
     IssueCol,
     MemberCol,
     SubscriptionCol,
     TeamCol,
 )
 from recon_pipeline.domain.confirmation import StoredDrift
-from recon_pipeline.domain.explain import ATTEMPT, DAY, RUN, RunSeen, Snapshots, explain
+from recon_pipeline.domain.explain import (
+    ATTEMPT,
+    DAY,
+    RUN,
+    RunSeen,
+    Snapshots,
+    explain,
+    role_names,
+)
 from recon_pipeline.domain.policy import AccessPolicy
 from recon_pipeline.domain.provenance import sources_of_attrs
 from recon_pipeline.domain.subject import SubjectKind, find_subject, members_named, search_terms
@@ -192,7 +199,6 @@ def look_up(
     }
     runs = _complete_runs(store)
     history = _history(store, runs, keys)
-    roles = snapshots.guild_roles
     explanation = explain(
         subject,
         snapshots,
@@ -202,8 +208,7 @@ def look_up(
         history=history,
         runs=[RunSeen(s.run_id, s.day, s.observed_at) for s in runs],
     )
-    names = dict(zip(roles[GuildRoleCol.ID].astype("str"), roles[GuildRoleCol.NAME], strict=True))
-    return Lookup(explanation, names)
+    return Lookup(explanation, role_names(snapshots.guild_roles))
 
 
 def _texts(column: pd.Series) -> list[str]:

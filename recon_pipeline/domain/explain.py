@@ -30,7 +30,7 @@ from recon_pipeline.domain.fixes import Outcome, OutcomeCol
 from recon_pipeline.domain.identity import fingerprints, iso_utc
 from recon_pipeline.domain.policy import AccessPolicy, SeatTier
 from recon_pipeline.domain.report import issues_json
-from recon_pipeline.domain.subject import Subject
+from recon_pipeline.domain.subject import Subject, snowflake
 
 
 @dataclass(frozen=True)
@@ -217,13 +217,7 @@ def held_roles(account: int | None, snapshots: Snapshots, policy: AccessPolicy) 
         return {"discordId": None, "inGuild": False, "managed": [], "other": []}
     guild = snapshots.guild_member_roles
     rows = guild[discord_id_keys(guild[GuildMemberRoleCol.DISCORD_ID]) == account]
-    names = dict(
-        zip(
-            snapshots.guild_roles[GuildRoleCol.ID].astype("str"),
-            snapshots.guild_roles[GuildRoleCol.NAME].astype("str"),
-            strict=True,
-        )
-    )
+    names = role_names(snapshots.guild_roles)
     held = sorted({names.get(str(r), str(r)) for r in rows[GuildMemberRoleCol.ROLE_ID].dropna()})
     managed = set(policy.roles.names())
     return {
@@ -270,10 +264,18 @@ def explain_member(member: dict, snapshots: Snapshots, policy: AccessPolicy) -> 
 
 
 def _account(discord_id: Any) -> int | None:
-    if discord_id is None:
-        return None
-    key = int(discord_id_keys(pd.Series([str(discord_id)], dtype="str"))[0])
-    return key or None
+    return None if discord_id is None else snowflake(str(discord_id))
+
+
+def role_names(guild_roles: pd.DataFrame) -> dict[str, str]:
+    """The guild's role ids → names."""
+    return dict(
+        zip(
+            guild_roles[GuildRoleCol.ID].astype("str"),
+            guild_roles[GuildRoleCol.NAME].astype("str"),
+            strict=True,
+        )
+    )
 
 
 def explain(

@@ -174,3 +174,19 @@ def test_history_spans_runs_old_and_new_and_lists_each_attempt() -> None:
         ("run-2", "failed", "HTTP 403"),
         ("run-2-again", "fixed", None),
     ]
+
+
+def test_history_lists_the_exceptions_its_issues_carried() -> None:
+    issue = Snapshot(
+        members=[member("m1", discord_id="1001", customer=None)],
+        guild=account("1001"),
+    ).drift()
+    seen = dt.datetime(2026, 11, 29, 8)
+    stored = identify(issue, None, observed_at=seen).issues.assign(
+        **{RUN: "run-1", ex.DAY: "2026-11-29", IssueCol.ACCESS_EXCEPTION: "3"}
+    )
+
+    told = summarize_history(stored, [RunSeen("run-1", "2026-11-29", seen)])
+
+    assert told["exceptions"] == ["3"]
+    assert told["fixAttempts"] == []  # a drift table alone holds no attempt
