@@ -16,7 +16,11 @@ import sqlalchemy as sa
 from filelock import FileLock
 
 from recon_pipeline.check_cli import add_check_parser
-from recon_pipeline.child_processes import run_until_stopped, sigterm_as_interrupt
+from recon_pipeline.child_processes import (
+    StopRequests,
+    run_until_stopped,
+    sigterm_as_interrupt,
+)
 from recon_pipeline.clients.access_exceptions import ExceptionInputError
 from recon_pipeline.clients.frame_store import adopt_day_keyed_frames
 from recon_pipeline.clients.membership_db import (
@@ -298,15 +302,15 @@ def _seed_demo_database() -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt() as stop:
         try:
-            return _run_demo(args)
+            return _run_demo(stop)
         except KeyboardInterrupt:
             print("Stopped.", file=sys.stderr)
             return 130
 
 
-def _run_demo(_: argparse.Namespace) -> int:
+def _run_demo(stop: StopRequests) -> int:
     demo = _sandbox_demo()
     started = time.monotonic()
     os.environ.update(_demo_environment())
@@ -336,6 +340,7 @@ def _run_demo(_: argparse.Namespace) -> int:
             succeeded, run_id, _ = launch_reconciliation(
                 auto_fix=auto_fix, override_guard=False, in_process=True
             )
+            stop.raise_if_requested()  # an interrupt during the run failed it, not the demo
             print_run_report(run_id)
             print()
             outcomes.append(succeeded)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 
@@ -132,15 +133,34 @@ def test_sigterm_and_ctrl_c_stop_the_sandbox_and_free_its_ports(tmp_path: Path) 
         assert not serving()
 
 
-def test_sigterm_stops_the_demo_midway_with_nothing_left_running(tmp_path: Path) -> None:
+def _demo_runs(folder: Path) -> list[dg.DagsterRun]:
+    home = folder / "data" / "demo" / "dagster_home"
+    if not (home / "dagster.yaml").exists():
+        return []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return list(instance.get_runs())
+
+
+@pytest.mark.parametrize("moment", ["as the dry run starts", "while the dry run executes"])
+def test_sigterm_stops_the_demo_midway_with_nothing_left_running(
+    tmp_path: Path, moment: str
+) -> None:
     log = tmp_path / "demo.log"
     process = start([command("recon-pipeline"), "demo"], cwd=tmp_path, env=_environment(tmp_path),
                     log_path=log)  # fmt: skip
     wait_for("the demo's first run", lambda: "== 1. Dry run ==" in log.read_text(), 300)
+    if moment == "while the dry run executes":
+        # Dagster holds the signal handlers while a run executes in the demo's process.
+        def executing() -> bool:
+            return any(r.status == dg.DagsterRunStatus.STARTED for r in _demo_runs(tmp_path))
+
+        wait_for("the dry run to execute", executing, 120, every_s=0.05)
     below = descendants(process.pid)
 
     process.send_signal(signal.SIGTERM)
 
     assert process.wait(timeout=10) == 130, log_tail(log)
     assert "Stopped." in log.read_text()
+    assert "== 2. Run with fixes ==" not in log.read_text()
     wait_for("every process of the demo to stop", lambda: not alive(below), 10, every_s=0.2)
+    assert not any(r.status == dg.DagsterRunStatus.STARTED for r in _demo_runs(tmp_path))
