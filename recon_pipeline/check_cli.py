@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from recon_pipeline.domain.preflight import State, exit_code
+from recon_pipeline.domain.preflight import State
 from recon_pipeline.preflight import all_checks
 from recon_pipeline.settings import load_settings
 
@@ -31,9 +31,10 @@ def add_check_parser(commands: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     lines = all_checks(load_settings())
-    code = exit_code(lines)
+    problems = sum(line.state == State.PROBLEM for line in lines)
+    code = 1 if problems else 0
     if args.json:
-        body = {"ok": code == 0, "checks": [line.to_json() for line in lines]}
+        body = {"ok": not problems, "checks": [line.to_json() for line in lines]}
         json.dump(body, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return code
@@ -42,6 +43,5 @@ def _check(args: argparse.Namespace) -> int:
         print(f"{_MARK[line.state]:<15} {line.name:<{width}}  {line.detail}")
         if line.fix:
             print(f"{'':<15} {'':<{width}}  fix: {line.fix}")
-    problems = sum(line.state == State.PROBLEM for line in lines)
     print("\nAll set." if not problems else f"\n{problems} problem(s) to fix before a run.")
     return code

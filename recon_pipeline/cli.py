@@ -22,7 +22,11 @@ from recon_pipeline.child_processes import (
     sigterm_as_interrupt,
 )
 from recon_pipeline.clients.access_exceptions import ExceptionInputError
-from recon_pipeline.clients.frame_store import adopt_day_keyed_frames
+from recon_pipeline.clients.frame_store import (
+    FrameDamagedError,
+    FrameNotStoredError,
+    adopt_day_keyed_frames,
+)
 from recon_pipeline.clients.membership_db import (
     DatabaseUrlError,
     ensure_pipeline_tables,
@@ -37,7 +41,7 @@ from recon_pipeline.exceptions_cli import add_exceptions_parser
 from recon_pipeline.explain_cli import LiveUnavailableError, add_explain_parser
 from recon_pipeline.issues_cli import add_issues_parser
 from recon_pipeline.member_lookup import NoStoredRunError
-from recon_pipeline.settings import SettingsError, hide_url_password, load_settings
+from recon_pipeline.settings import SettingsError, load_settings
 
 DEFAULT_DAGSTER_HOME = Path("dagster_home")
 DEMO_DIR = Path("data/demo")
@@ -66,7 +70,7 @@ def _db_init(_: argparse.Namespace) -> int:
     target = parse_database_url(settings.DATABASE_URL)
     if target.url.get_backend_name() == "sqlite" and target.url.database:
         Path(target.url.database).parent.mkdir(parents=True, exist_ok=True)
-    where = target.url.render_as_string(hide_password=True)
+    where = target.where
     engine = target.create_engine()
     try:
         created = init_database(engine)
@@ -74,8 +78,9 @@ def _db_init(_: argparse.Namespace) -> int:
         adopted = adopt_day_keyed_frames(engine)
     except sa.exc.OperationalError as exc:
         # Unreachable server, refused login, unwritable file: the operator needs the reason,
-        # not a traceback. The driver's message names the host, never the password.
-        print(f"recon-pipeline: cannot use DATABASE_URL {where}: {exc.orig}", file=sys.stderr)
+        # not a traceback.
+        print(f"recon-pipeline: cannot use DATABASE_URL {where}: {target.failure(exc)}",
+              file=sys.stderr)  # fmt: skip
         return 1
     finally:
         engine.dispose()
@@ -168,7 +173,7 @@ def print_run_report(run_id: str) -> dict | None:
             record = read_run_record(conn, run_id)
     finally:
         engine.dispose()
-    where = target.url.render_as_string(hide_password=True)
+    where = target.where
     if record is None:
         print(f"Run {run_id} left no ReconciliationRun row in {where}: see the Dagster run log.")
         return None
@@ -184,16 +189,12 @@ def _database_problem(database_url: str) -> str | None:
     of its steps would fail with the driver's traceback in the log.
     """
     target = parse_database_url(database_url)
-    where = target.url.render_as_string(hide_password=True)
     engine = target.create_engine()
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else repr(exc)
-        if target.url.password:  # a driver may quote the connection string it was given
-            reason = reason.replace(str(target.url.password), "***")
-        return f"cannot use DATABASE_URL {where}: {hide_url_password(reason)}"
+        return f"cannot use DATABASE_URL {target.where}: {target.failure(exc)}"
     finally:
         engine.dispose()
     return None
@@ -301,7 +302,7 @@ def _seed_demo_database() -> None:
         engine.dispose()
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(_: argparse.Namespace) -> int:
     with sigterm_as_interrupt() as stop:
         try:
             return _run_demo(stop)
@@ -483,10 +484,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"recon-pipeline: {exc}", file=sys.stderr)
         return 2
+    except (FrameDamagedError, FrameNotStoredError) as exc:
+        print(f"recon-pipeline: {exc}", file=sys.stderr)
+        return 1
     except sa.exc.OperationalError as exc:
-        print(
-            f"recon-pipeline: the membership database is unreachable: {exc.orig}", file=sys.stderr
-        )
+        target = parse_database_url(load_settings().DATABASE_URL)
+        print(f"recon-pipeline: the membership database is unreachable: {target.failure(exc)}",
+              file=sys.stderr)  # fmt: skip
         return 1
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import SecretStr
 
 from recon_pipeline.clients.frame_store import open_frame_store
+from recon_pipeline.domain.columns import SubscriptionCol
 from recon_pipeline.domain.explain import live_changes, live_subjects
 from recon_pipeline.domain.subject import SubjectKind
 from recon_pipeline.member_lookup import Lookup, look_up
@@ -102,7 +103,7 @@ def _live(found: Lookup, settings: Settings) -> dict[str, Any]:
     subscriptions = (
         pd.concat(frames, ignore_index=True)
         if frames
-        else pd.DataFrame(columns=["id", "customer_id", "status", "created"])
+        else pd.DataFrame(columns=list(SubscriptionCol.ALL))
     )
     roles: dict[str, list[str] | None] = {}
     if accounts:

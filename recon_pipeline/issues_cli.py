@@ -9,7 +9,7 @@ import sys
 
 import pandas as pd
 
-from recon_pipeline.clients.membership_db import ensure_pipeline_tables, parse_database_url
+from recon_pipeline.clients.frame_store import open_engine
 from recon_pipeline.clients.run_lookup import find_run_record
 from recon_pipeline.settings import load_settings
 
@@ -32,9 +32,8 @@ def add_issues_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _issues(args: argparse.Namespace) -> int:
-    engine = parse_database_url(load_settings().DATABASE_URL).create_engine()
+    engine = open_engine(load_settings().DATABASE_URL)
     try:
-        ensure_pipeline_tables(engine)
         with engine.connect() as conn:
             record = find_run_record(conn, run_id=args.run, day=args.day)
     finally:
@@ -49,11 +48,8 @@ def _issues(args: argparse.Namespace) -> int:
         json.dump(body, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return 0
-    frame = pd.DataFrame(issues)
-    for column in frame.columns:  # role lists as "Knight; Lord", for a cell of a spreadsheet
-        frame[column] = frame[column].map(
-            lambda v: "; ".join(map(str, v)) if isinstance(v, list) else v
-        )
+    # role lists as "Knight; Lord", for a cell of a spreadsheet
+    frame = pd.DataFrame(issues).map(lambda v: "; ".join(map(str, v)) if isinstance(v, list) else v)
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
         return 0

@@ -25,7 +25,11 @@ from recon_pipeline.domain.columns import (
     SubscriptionCol,
     TeamCol,
 )
-from recon_pipeline.domain.confirmation import StoredDrift
+from recon_pipeline.domain.confirmation import (
+    StoredDrift,
+    complete_observations,
+    last_observation,
+)
 from recon_pipeline.domain.explain import (
     ATTEMPT,
     DAY,
@@ -38,38 +42,31 @@ from recon_pipeline.domain.explain import (
 from recon_pipeline.domain.policy import AccessPolicy
 from recon_pipeline.domain.provenance import sources_of_attrs
 from recon_pipeline.domain.subject import SubjectKind, find_subject, members_named, search_terms
+from recon_pipeline.previous_run import DRIFT, EXCEPTIONS, stored_drifts
 
-DRIFT = "drift_issues"
 FIXES = "reconciliation_fixes"  # the drift table with each issue's outcome, when fixing ran
 MEMBERS, TEAMS = "membership_members", "membership_teams"
 SUBSCRIPTIONS = "stripe_subscriptions"
 GUILD_ROLES, GUILD_MEMBERS = "discord_roles", "discord_member_roles"
-EXCEPTIONS = "access_exceptions"
 
 
 class NoStoredRunError(LookupError):
     """No complete reconciliation run is stored, or its snapshots are gone."""
 
 
-def latest_complete_run(store: FrameStore) -> StoredDrift:
-    """The stored drift table whose snapshots passed the completeness check and were taken
-    last.
+def latest_complete_run(complete: list[StoredDrift]) -> StoredDrift:
+    """Of the complete drift tables, the one whose snapshots were taken last.
 
     Raises:
         NoStoredRunError: none is stored.
     """
-    complete = _complete_runs(store)
-    if not complete:
+    latest = last_observation(complete)
+    if latest is None:
         raise NoStoredRunError(
             "no complete reconciliation run is stored in this database yet; run the job first "
             "(recon-pipeline run)"
         )
-    return max(complete, key=lambda s: (s.observed_at, s.run_id))
-
-
-def _complete_runs(store: FrameStore) -> list[StoredDrift]:
-    stored = [StoredDrift(e.run_id, e.day, e.attrs) for e in store.entries_named(DRIFT)]
-    return [s for s in stored if s.complete and s.observed_at is not None]
+    return latest
 
 
 class _RunFrames:
@@ -131,7 +128,10 @@ def look_up(
         NoStoredRunError: nothing to explain from.
         UnknownSubjectError, AmbiguousSubjectError: from domain/subject.py.
     """
-    drift = latest_complete_run(store)
+    # The catalog is read once, so every step sees the same runs.
+    drift_entries = store.entries_named(DRIFT)
+    runs = complete_observations(stored_drifts(drift_entries))
+    drift = latest_complete_run(runs)
     frames = _RunFrames(store, drift)
     terms = search_terms(query)
     # One scan per large frame: the member rows the query names, then the teams, subscriptions
@@ -156,10 +156,7 @@ def look_up(
         *_texts(members[MemberCol.STRIPE_CUSTOMER_ID]),
         *_texts(teams[TeamCol.STRIPE_CUSTOMER_ID]),
     ]
-    accounts = [
-        *terms.discord_ids,
-        *(a.lstrip("0") for a in _texts(members[MemberCol.DISCORD_ID])),
-    ]
+    accounts = [*terms.discord_ids, *_discord_terms(members[MemberCol.DISCORD_ID])]
     # Two scans at once: the database works on both while the GIL is released.
     with ThreadPoolExecutor(max_workers=2) as pool:
         reading = pool.submit(
@@ -188,17 +185,13 @@ def look_up(
         exceptions=exceptions,
         day=drift.day,
     )
-    accounts = [
-        str(subject.account or ""),
-        *(a.lstrip("0") for a in _texts(mine[MemberCol.DISCORD_ID])),
-    ]
+    accounts = [str(subject.account or ""), *_discord_terms(mine[MemberCol.DISCORD_ID])]
     keys = {
         IssueCol.MEMBER_ID: subject.member_ids,
         IssueCol.DISCORD_ID: accounts,
         IssueCol.TEAM_ID: team_ids,
     }
-    runs = _complete_runs(store)
-    history = _history(store, runs, keys)
+    history = _history(store, runs, drift_entries, keys)
     explanation = explain(
         subject,
         snapshots,
@@ -216,8 +209,16 @@ def _texts(column: pd.Series) -> list[str]:
     return sorted({t for t in column.dropna().astype("str").str.strip() if t})
 
 
+def _discord_terms(column: pd.Series) -> list[str]:
+    """A Discord id column's usable ids as the storage's coarse match looks for them."""
+    return [d for text in _texts(column) for d in search_terms(text).discord_ids]
+
+
 def _history(
-    store: FrameStore, runs: list[StoredDrift], keys: dict[str, Iterable[str]]
+    store: FrameStore,
+    runs: list[StoredDrift],
+    drift_entries: list[StoredFrame],
+    keys: dict[str, Iterable[str]],
 ) -> pd.DataFrame:
     """The subject's issue rows in every complete run (`RUN`): from the fixes frames computed
     from its drift table (with outcomes; `ATTEMPT` names the run that tried, a re-execution's
@@ -225,13 +226,14 @@ def _history(
     wanted = {column: sorted({str(t) for t in texts if t}) for column, texts in keys.items()}
     ids = {s.run_id for s in runs}
     read_in: dict[tuple[str, str], str] = {}  # a fixes frame → the drift table's run it read
-    for entry in store.entries_named(FIXES):
+    fix_entries = store.entries_named(FIXES)
+    for entry in fix_entries:
         for origin in sources_of_attrs(entry.attrs):
             if origin is not None and origin.frame == DRIFT and origin.run_id in ids:
                 read_in[(entry.day, entry.run_id)] = origin.run_id
-    fixes = [e for e in store.entries_named(FIXES) if (e.day, e.run_id) in read_in]
+    fixes = [e for e in fix_entries if (e.day, e.run_id) in read_in]
     tried = set(read_in.values())
-    drifts = [e for e in store.entries_named(DRIFT) if e.run_id in ids - tried]
+    drifts = [e for e in drift_entries if e.run_id in ids - tried]
     parts = []
     if fixes:
         rows = store.read_matching(FIXES, fixes, wanted)

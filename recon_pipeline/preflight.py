@@ -8,7 +8,9 @@ Messages come from the clients, which already keep secrets out of them (a key is
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
+import pandas as pd
 import sqlalchemy as sa
 
 from recon_pipeline.clients.discord import DiscordClient, DiscordError
@@ -17,7 +19,6 @@ from recon_pipeline.clients.membership_db import APP_TABLES, DatabaseUrlError, p
 from recon_pipeline.clients.stripe import StripeBilling, StripeSnapshotError
 from recon_pipeline.domain.preflight import (
     CheckLine,
-    GuildRole,
     bot_permissions,
     can_post,
     channel_permissions,
@@ -25,10 +26,11 @@ from recon_pipeline.domain.preflight import (
     ok,
     problem,
     role_checks,
-    roles_from_frame,
     stripe_mode,
 )
-from recon_pipeline.settings import Settings, hide_url_password
+from recon_pipeline.settings import Settings
+
+T = TypeVar("T")
 
 
 def all_checks(settings: Settings) -> list[CheckLine]:
@@ -41,7 +43,6 @@ def all_checks(settings: Settings) -> list[CheckLine]:
 
 
 def database_checks(settings: Settings) -> list[CheckLine]:
-    where = hide_url_password(settings.DATABASE_URL)
     try:
         target = parse_database_url(settings.DATABASE_URL)
         engine = target.create_engine()
@@ -55,7 +56,7 @@ def database_checks(settings: Settings) -> list[CheckLine]:
         return [
             problem(
                 "database",
-                f"cannot connect to {where}: {type(exc.orig).__name__}: {exc.orig}",
+                f"cannot connect to {target.where}: {target.failure(exc)}",
                 "Check DATABASE_URL, and that the database server is running and reachable",
             )
         ]
@@ -66,12 +67,12 @@ def database_checks(settings: Settings) -> list[CheckLine]:
         return [
             problem(
                 "database",
-                f"{where} has no {listed} table",
+                f"{target.where} has no {listed} table",
                 "Point DATABASE_URL at the membership app's database, or run "
                 "`recon-pipeline db init` on a new one",
             )
         ]
-    return [ok("database", f"{where} has the app's tables")]
+    return [ok("database", f"{target.where} has the app's tables")]
 
 
 def stripe_checks(settings: Settings) -> list[CheckLine]:
@@ -101,49 +102,48 @@ def discord_checks(settings: Settings) -> list[CheckLine]:
     if settings.DISCORD_BOT_TOKEN is None or not settings.DISCORD_GUILD_ID:
         lines = [not_configured("Discord", "DISCORD_BOT_TOKEN and DISCORD_GUILD_ID must be set")]
         return [*lines, *_channel_not_set(settings)]
-    guild_id = str(settings.DISCORD_GUILD_ID)
+    lines: list[CheckLine] = []
     with DiscordClient(
         bot_token=settings.DISCORD_BOT_TOKEN.get_secret_value(),
-        guild_id=guild_id,
+        guild_id=str(settings.DISCORD_GUILD_ID),
         api_base=settings.DISCORD_API_BASE,
         max_retries=1,
     ) as discord:
-        first = _discord_step(
+        try:
+            _read_discord(settings, discord, lines)
+        except _Stopped as stopped:  # the checks after this one would only fail the same way
+            lines.append(stopped.line)
+    return lines
+
+
+def _read_discord(settings: Settings, discord: DiscordClient, lines: list[CheckLine]) -> None:
+    guild_id = str(settings.DISCORD_GUILD_ID)
+    bot_id = str(
+        _step(
             "bot token",
-            lambda: discord.current_user(),
+            discord.current_user,
             "Set DISCORD_BOT_TOKEN to the bot's token (Developer Portal → your app → Bot)",
-        )
-        if isinstance(first, CheckLine):
-            return [first]
-        bot_id = str(first["id"])
-        lines = [ok("bot token", f"accepted: the bot is user {bot_id}")]
-        held = _discord_step("bot in server", lambda: discord.member_role_ids(bot_id), _INVITE)
-        if isinstance(held, CheckLine):
-            return [*lines, held]
-        if held is None:
-            detail = f"the bot is not a member of server {guild_id}"
-            return [*lines, problem("bot in server", detail, _INVITE)]
-        lines.append(ok("bot in server", f"the bot is in server {guild_id}"))
-        roles = _discord_step(
-            "managed roles", lambda: discord.guild_roles(), "Check DISCORD_GUILD_ID"
-        )
-        if isinstance(roles, CheckLine):
-            return [*lines, roles]
-        guild_roles = roles_from_frame(roles)
-        lines += role_checks(guild_roles, set(held), guild_id, settings.managed_roles())
-        listed = _discord_step(
+        )["id"]
+    )
+    lines.append(ok("bot token", f"accepted: the bot is user {bot_id}"))
+    held = _step("bot in server", lambda: discord.member_role_ids(bot_id), _INVITE)
+    if held is None:
+        raise _Stopped(problem("bot in server", f"the bot is not a member of server {guild_id}",
+                               _INVITE))  # fmt: skip
+    lines.append(ok("bot in server", f"the bot is in server {guild_id}"))
+    roles = _step("managed roles", discord.guild_roles, "Check DISCORD_GUILD_ID")
+    lines.extend(role_checks(roles, set(held), guild_id, settings.managed_roles()))
+    try:
+        _step(
             "member list",
-            lambda: discord.read_one_member(),
+            discord.read_one_member,
             "Turn on the Server Members Intent (Developer Portal → your app → Bot → "
             "Privileged Gateway Intents)",
         )
-        lines.append(
-            listed
-            if isinstance(listed, CheckLine)
-            else ok("member list", "the bot can read the member list")
-        )
-        lines += _channel_checks(settings, discord, guild_roles, set(held), guild_id, bot_id)
-    return lines
+        lines.append(ok("member list", "the bot can read the member list"))
+    except _Stopped as stopped:  # the admin channel is still worth checking
+        lines.append(stopped.line)
+    lines.append(_channel_check(settings, discord, roles, set(held), bot_id))
 
 
 _INVITE = (
@@ -152,12 +152,20 @@ _INVITE = (
 )
 
 
-def _discord_step(name: str, call: Callable[[], object], fix: str) -> object:
-    """The call's answer, or the problem line its failure makes."""
+class _Stopped(Exception):
+    """A Discord check failed; `line` says how."""
+
+    def __init__(self, line: CheckLine) -> None:
+        super().__init__(line.detail)
+        self.line = line
+
+
+def _step(name: str, call: Callable[[], T], fix: str) -> T:
+    """The call's answer; its failure becomes the problem line `name`."""
     try:
         return call()
     except DiscordError as exc:
-        return problem(name, str(exc), fix)
+        raise _Stopped(problem(name, str(exc), fix)) from None
 
 
 def _channel_not_set(settings: Settings) -> list[CheckLine]:
@@ -166,36 +174,35 @@ def _channel_not_set(settings: Settings) -> list[CheckLine]:
     return [not_configured("admin channel", "DISCORD_ADMIN_CHANNEL_ID is not set")]
 
 
-def _channel_checks(
+def _channel_check(
     settings: Settings,
     discord: DiscordClient,
-    roles: list[GuildRole],
+    roles: pd.DataFrame,
     held: set[str],
-    guild_id: str,
     bot_id: str,
-) -> list[CheckLine]:
+) -> CheckLine:
     if not settings.DISCORD_ADMIN_CHANNEL_ID:
-        return _channel_not_set(settings)
+        return _channel_not_set(settings)[0]
+    guild_id = str(settings.DISCORD_GUILD_ID)
     channel_id = str(settings.DISCORD_ADMIN_CHANNEL_ID)
-    found = _discord_step(
-        "admin channel",
-        lambda: discord.channel(channel_id),
-        "Set DISCORD_ADMIN_CHANNEL_ID to a text channel of the server (right-click it → Copy "
-        "Channel ID), one the bot can see",
-    )
-    if isinstance(found, CheckLine):
-        return [found]
+    try:
+        found = _step(
+            "admin channel",
+            lambda: discord.channel(channel_id),
+            "Set DISCORD_ADMIN_CHANNEL_ID to a text channel of the server (right-click it → "
+            "Copy Channel ID), one the bot can see",
+        )
+    except _Stopped as stopped:
+        return stopped.line
     base = bot_permissions(roles, held, guild_id)
     overwrites = found.get("permission_overwrites") or []
     if not can_post(channel_permissions(base, overwrites, held, guild_id, bot_id)):
-        return [
-            problem(
-                "admin channel",
-                f"the bot may not post in channel {channel_id}",
-                "Allow the bot's role View Channel and Send Messages in that channel's permissions",
-            )
-        ]
-    return [ok("admin channel", f"the bot may post in channel {channel_id}")]
+        return problem(
+            "admin channel",
+            f"the bot may not post in channel {channel_id}",
+            "Allow the bot's role View Channel and Send Messages in that channel's permissions",
+        )
+    return ok("admin channel", f"the bot may post in channel {channel_id}")
 
 
 def mail_checks(settings: Settings) -> list[CheckLine]:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from recon_pipeline.clients.membership_db import RunRecord
 from recon_pipeline.domain.fixes import awaiting
-from recon_pipeline.domain.notices import NOTIFY_ALWAYS, Notice, compose_notice, needs_notice
+from recon_pipeline.domain.notices import Notice, compose_notice, needs_notice
 from recon_pipeline.domain.provenance import LAPSED_EXCEPTIONS, RESOLVED, sources_of
 from recon_pipeline.domain.report import RunSummary, issues_json
 from recon_pipeline.domain.verification import Verification
@@ -109,7 +109,7 @@ def notice_for(
     *,
     today: str,
     run_url: str | None,
-    notify: str = NOTIFY_ALWAYS,
+    notify: str,
 ) -> Notice | None:
     """The admin notice the run calls for, if any: a run that may tell the admins (see
     `tells_admins`) and found issues, or whose guard tripped."""

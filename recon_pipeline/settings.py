@@ -31,7 +31,11 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from recon_pipeline.clients.frame_bodies import StorageUrlError, parse_storage_url
-from recon_pipeline.clients.membership_db import DatabaseUrlError, parse_database_url
+from recon_pipeline.clients.membership_db import (
+    DatabaseUrlError,
+    hide_url_password,
+    parse_database_url,
+)
 from recon_pipeline.domain.days import local_day
 from recon_pipeline.domain.policy import (
     DEFAULT_GRANTING_STATUSES,
@@ -45,18 +49,10 @@ DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_DATA_DIR / 'recon_pipeline.sqlite3'}
 
 _SNOWFLAKE = re.compile(r"[1-9][0-9]{0,19}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
 # The password of a URL's `user:password@` part (up to the last `@`: masking too much is safe)
 # and of a libpq-style `?password=` query parameter.
-_URL_USERINFO_PASSWORD = re.compile(r"(?P<keep>^[^:/?#\s]+://[^:/?#@\s]*:)[^\s]*@")
-_URL_QUERY_PASSWORD = re.compile(r"(?P<keep>[?&]password=)[^&#\s]*", re.IGNORECASE)
-
-
-def hide_url_password(url: str) -> str:
-    """`url` with any password in it replaced by `***`, for messages, logs and reprs."""
-    url = _URL_USERINFO_PASSWORD.sub(r"\g<keep>***@", url)
-    return _URL_QUERY_PASSWORD.sub(r"\g<keep>***", url)
-
-
 def _strict_bool(value: Any) -> Any:
     if isinstance(value, bool):
         return value

@@ -1,11 +1,12 @@
 """`recon-pipeline check` against the emulators, SMTP on loopback and a real database: all ok on
-the sandbox; each fault makes exactly its line a problem, with its fix, and a non-zero exit; no
-secret is ever printed."""
+the sandbox, with read calls only; each fault makes exactly its line a problem, with its fix,
+and a non-zero exit; a service that is not configured is no problem; no secret is ever printed."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from recon_pipeline.cli import main
 from recon_pipeline.clients.frame_store import open_engine
 from recon_pipeline.sandbox.demo import (
+    SANDBOX_ADMIN_CHANNEL_ID,
     SANDBOX_BOT_TOKEN,
     SANDBOX_STRIPE_KEY,
     Sandbox,
@@ -25,6 +27,11 @@ from recon_pipeline_tests.smtp import smtp_server
 
 SMTP_PASSWORD = "smtp-s3cret-pw"
 RESTRICTED_KEY = "rk_test_51Restricted0000000000abcd"
+UNKNOWN_KEY = "sk_test_51Unknown00000000000000wxyz"
+LIVE_KEY = "sk_live_51Live000000000000000000efgh"
+WRONG_BOT_TOKEN = "wrong-bot-token-0000"
+SECRETS = (SANDBOX_BOT_TOKEN, SANDBOX_STRIPE_KEY, RESTRICTED_KEY, UNKNOWN_KEY, LIVE_KEY,
+           WRONG_BOT_TOKEN, SMTP_PASSWORD)  # fmt: skip
 
 
 @pytest.fixture
@@ -46,7 +53,7 @@ def _check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, di
     text = capsys.readouterr().out
     assert main(["check", "--json"]) == code
     body = json.loads(capsys.readouterr().out)
-    for secret in (SANDBOX_BOT_TOKEN, SANDBOX_STRIPE_KEY, RESTRICTED_KEY, SMTP_PASSWORD):
+    for secret in SECRETS:
         assert secret not in text and secret not in json.dumps(body)
     return code, text, body
 
@@ -67,9 +74,14 @@ EVERYTHING = {
     "admin channel": "ok",
     "SMTP": "not configured",
 }
+# The Discord lines after "bot token": a refused token stops them all, and a bot outside the
+# server stops those after "bot in server" (recon_pipeline/preflight.py).
+AFTER_BOT_TOKEN = ("bot in server", "managed roles", "bot permission", "bot role position",
+                   "member list", "admin channel")  # fmt: skip
+AFTER_BOT_IN_SERVER = AFTER_BOT_TOKEN[1:]
 
 
-def test_the_sandbox_passes_every_check(
+def test_the_sandbox_passes_every_check_with_read_calls_only(
     sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, text, body = _check(capsys)
@@ -78,93 +90,188 @@ def test_the_sandbox_passes_every_check(
     assert _states(body) == EVERYTHING
     assert "the key is valid (test mode)" in text
     assert text.rstrip().endswith("All set.")
+    discord, stripe = sandbox.discord, sandbox.stripe
+    assert discord.requests and {r.method for r in discord.requests} == {"GET"}
+    assert discord.mutations == []
+    assert discord.messages(SANDBOX_ADMIN_CHANNEL_ID) == []  # the channel is checked, not posted to
+    assert stripe.requests and {r.method for r in stripe.requests} == {"GET"}
 
 
-def _no_manage_roles(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    sandbox.discord.set_manage_roles(False)
+@dataclass(frozen=True)
+class Setting:
+    """What a fault may change: the emulators, the environment, a scratch directory."""
+
+    sandbox: Sandbox
+    env: pytest.MonkeyPatch
+    tmp_path: Path
 
 
-def _bot_below_lord(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    sandbox.discord.set_bot_top_position(sandbox.discord.position_of("Lord"))
+@dataclass(frozen=True)
+class Fault:
+    """A fault, the one line it makes a problem, the words of that line's detail (and those it
+    must not say), its fix (which starts with `fix[0]` and holds every piece), and the lines the
+    fault keeps out of the report."""
+
+    make: Callable[[Setting], None]
+    line: str
+    words: tuple[str, ...]
+    fix: tuple[str, ...]
+    unsaid: tuple[str, ...] = ()
+    stopped: tuple[str, ...] = ()
 
 
-def _no_members_intent(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    sandbox.discord.set_members_intent(False)
+def _bot_below_lord(s: Setting) -> None:
+    s.sandbox.discord.set_bot_top_position(s.sandbox.discord.position_of("Lord"))
 
 
-def _unknown_channel(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISCORD_ADMIN_CHANNEL_ID", "1100000000000000777")
+def _lord_twice(s: Setting) -> None:
+    s.sandbox.discord.add_role("1100000000000000888", "Lord", position=1)
 
 
-def _restricted_key(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    sandbox.stripe.restricted_keys = frozenset({RESTRICTED_KEY})
-    monkeypatch.setenv("STRIPE_SECRET_KEY", RESTRICTED_KEY)
+def _use_tables_free_database(s: Setting) -> None:
+    s.env.setenv("DATABASE_URL", f"sqlite:///{s.tmp_path / 'empty.sqlite3'}")
 
 
-def _renamed_role(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISCORD_ROLE_LORD", "Patron")
+def _restricted_key(s: Setting) -> None:
+    s.sandbox.stripe.restricted_keys = frozenset({RESTRICTED_KEY})
+    s.env.setenv("STRIPE_SECRET_KEY", RESTRICTED_KEY)
 
 
-@pytest.mark.parametrize(
-    ("fault", "line", "words", "fix"),
-    [
-        (_no_manage_roles, "bot permission", "neither Manage Roles nor Administrator",
-         "Manage Roles permission"),
-        (_bot_below_lord, "bot role position", "is not above", "Move the bot's role above"),
-        (_no_members_intent, "member list", "Missing Access (code 50001)",
-         "Server Members Intent"),
-        (_unknown_channel, "admin channel", "Unknown Channel", "DISCORD_ADMIN_CHANNEL_ID"),
-        (_restricted_key, "Stripe", "403", "Read access to Subscriptions"),
-        (_renamed_role, "managed roles", "no role named 'Patron'", "Server Settings → Roles"),
-    ],
-)  # fmt: skip
+FAULTS = [
+    pytest.param(
+        Fault(lambda s: s.sandbox.discord.set_manage_roles(False), "bot permission",
+              ("neither Manage Roles nor Administrator",),
+              ("Give the bot's role the Manage Roles permission",)),
+        id="manage-roles-withdrawn",
+    ),
+    pytest.param(
+        Fault(_bot_below_lord, "bot role position", ("is not above", "'Lord'"),
+              ("Move the bot's role above", "'Lord'"), unsaid=("'Squire'",)),
+        id="bot-below-lord",
+    ),
+    pytest.param(
+        Fault(lambda s: s.sandbox.discord.set_members_intent(False), "member list",
+              ("Missing Access (code 50001)",), ("Turn on the Server Members Intent",)),
+        id="members-intent-off",
+    ),
+    pytest.param(
+        Fault(lambda s: s.env.setenv("DISCORD_ADMIN_CHANNEL_ID", "1100000000000000777"),
+              "admin channel", ("Unknown Channel",), ("Set DISCORD_ADMIN_CHANNEL_ID",)),
+        id="unknown-channel",
+    ),
+    pytest.param(
+        Fault(lambda s: s.env.setenv("DISCORD_BOT_TOKEN", WRONG_BOT_TOKEN), "bot token",
+              ("GET /users/@me", "401"), ("Set DISCORD_BOT_TOKEN",), stopped=AFTER_BOT_TOKEN),
+        id="bot-token-refused",
+    ),
+    pytest.param(
+        Fault(lambda s: s.env.setenv("DISCORD_GUILD_ID", "1100000000000000777"), "bot in server",
+              ("Unknown Guild",), ("Invite the bot to the server", "DISCORD_GUILD_ID"),
+              stopped=AFTER_BOT_IN_SERVER),
+        id="wrong-guild",
+    ),
+    pytest.param(
+        Fault(lambda s: s.sandbox.discord.remove_member(s.sandbox.discord.bot_user_id),
+              "bot in server", ("the bot is not a member of server",),
+              ("Invite the bot to the server",), stopped=AFTER_BOT_IN_SERVER),
+        id="bot-left-the-server",
+    ),
+    pytest.param(
+        Fault(lambda s: s.env.setenv("DISCORD_ROLE_LORD", "Patron"), "managed roles",
+              ("managed role 'Patron' does not exist",), ("Create each missing role",
+              "Server Settings → Roles")),
+        id="renamed-role",
+    ),
+    pytest.param(
+        Fault(_lord_twice, "managed roles", ("managed role 'Lord' matches 2 guild roles",),
+              ("Create each missing role, and rename extra ones",)),
+        id="role-name-held-twice",
+    ),
+    pytest.param(
+        Fault(_restricted_key, "Stripe", ("test mode", "403"),
+              ("Give the restricted key Read access to Subscriptions",)),
+        id="restricted-stripe-key",
+    ),
+    pytest.param(
+        Fault(lambda s: s.env.setenv("STRIPE_SECRET_KEY", UNKNOWN_KEY), "Stripe",
+              ("test mode", "401", "Invalid API Key"), ("Set STRIPE_SECRET_KEY",)),
+        id="stripe-key-refused",
+    ),
+    pytest.param(
+        Fault(lambda s: s.env.setenv("STRIPE_API_BASE", f"http://127.0.0.1:{free_port()}"),
+              "Stripe", ("no answer from Stripe",), ("Check STRIPE_API_BASE",)),
+        id="stripe-unreachable",
+    ),
+    pytest.param(
+        Fault(_use_tables_free_database, "database", ('"Member"',),
+              ("Point DATABASE_URL at", "recon-pipeline db init")),
+        id="database-without-the-apps-tables",
+    ),
+    pytest.param(
+        Fault(lambda s: _use_smtp(s.env, free_port(), "notices"), "SMTP",
+              ("cannot reach 127.0.0.1",), ("Check SMTP_HOST",)),
+        id="smtp-not-answering",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", FAULTS)
 def test_each_fault_makes_exactly_its_line_a_problem(
     sandbox: Sandbox,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    fault: Callable[[Sandbox, pytest.MonkeyPatch], None],
-    line: str,
-    words: str,
-    fix: str,
+    tmp_path: Path,
+    fault: Fault,
 ) -> None:
-    fault(sandbox, monkeypatch)
+    fault.make(Setting(sandbox, monkeypatch, tmp_path))
 
     code, text, body = _check(capsys)
 
     assert code == 1 and body["ok"] is False
-    states = _states(body)
-    assert {name for name, state in states.items() if state == "problem"} == {line}
-    [found] = [c for c in body["checks"] if c["check"] == line]
-    assert words in found["detail"] and fix in found["fix"]
+    expected = {name: state for name, state in EVERYTHING.items() if name not in fault.stopped}
+    assert _states(body) == {**expected, fault.line: "problem"}
+    [found] = [c for c in body["checks"] if c["check"] == fault.line]
+    for word in fault.words:
+        assert word in found["detail"]
+    for word in fault.unsaid:
+        assert word not in found["detail"]
+    assert found["fix"].startswith(fault.fix[0])
+    for piece in fault.fix:
+        assert piece in found["fix"]
     assert f"fix: {found['fix']}" in text
+    assert text.rstrip().endswith("1 problem(s) to fix before a run.")
 
 
-def test_a_bot_below_lord_is_told_which_roles_to_move_above(
-    sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+def test_without_a_bot_token_discord_is_not_configured_and_no_problem(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sandbox.discord.set_bot_top_position(sandbox.discord.position_of("Lord"))
+    monkeypatch.delenv("DISCORD_BOT_TOKEN")
 
-    _, _, body = _check(capsys)
+    code, text, body = _check(capsys)
 
-    [found] = [c for c in body["checks"] if c["check"] == "bot role position"]
-    assert "'Lord'" in found["detail"] and "'Squire'" not in found["detail"]
-    assert found["fix"].startswith("Move the bot's role above") and "'Lord'" in found["fix"]
+    assert code == 0 and body["ok"] is True
+    assert _states(body) == {
+        "database": "ok",
+        "Stripe": "ok",
+        "Discord": "not configured",
+        "SMTP": "not configured",
+    }
+    assert "DISCORD_BOT_TOKEN" in text and text.rstrip().endswith("All set.")
+    assert sandbox.discord.requests == []  # nothing to ask Discord with
 
 
-def test_a_database_without_the_apps_tables_is_a_problem(
-    sandbox: Sandbox,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
+def test_a_live_mode_key_is_reported_as_live_mode(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    sandbox.stripe.api_keys = frozenset({LIVE_KEY})
+    monkeypatch.setenv("STRIPE_SECRET_KEY", LIVE_KEY)
 
-    code, _, body = _check(capsys)
+    code, text, body = _check(capsys)
 
-    assert code == 1
-    [found] = [c for c in body["checks"] if c["state"] == "problem"]
-    assert found["check"] == "database" and '"Member"' in found["detail"]
-    assert "recon-pipeline db init" in found["fix"]
+    assert code == 0 and _states(body) == EVERYTHING
+    [stripe] = [c for c in body["checks"] if c["check"] == "Stripe"]
+    assert "live mode" in stripe["detail"] and "test mode" not in stripe["detail"]
+    assert "the key is valid (live mode)" in text
 
 
 @pytest.mark.parametrize("login", [False, True])
@@ -184,19 +291,6 @@ def test_smtp_answers_with_and_without_login_and_nothing_is_sent(
     assert inbox.messages == []
     assert inbox.logins == ([(user, SMTP_PASSWORD)] * 2 if login else [])  # plain and --json
     assert ("logged in as notices" in text) is login
-
-
-def test_an_smtp_server_that_does_not_answer_is_a_problem(
-    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _use_smtp(monkeypatch, free_port(), "notices")
-
-    code, _, body = _check(capsys)
-
-    assert code == 1
-    [found] = [c for c in body["checks"] if c["state"] == "problem"]
-    assert found["check"] == "SMTP" and "cannot reach 127.0.0.1" in found["detail"]
-    assert "SMTP_HOST" in found["fix"]
 
 
 def _use_smtp(monkeypatch: pytest.MonkeyPatch, port: int, user: str | None) -> None:

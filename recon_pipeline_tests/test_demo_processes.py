@@ -4,6 +4,7 @@ run, and SIGTERM stops every process they started."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -51,8 +52,9 @@ def _environment(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ui_after_demo(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`recon-pipeline demo`, then `recon-pipeline sandbox --ui` in the same folder."""
+) -> Iterator[tuple[subprocess.Popen, str, str]]:
+    """`recon-pipeline demo`, then `recon-pipeline sandbox --ui` in the same folder: the UI's
+    process, its address and what the demo printed."""
     folder = tmp_path_factory.mktemp("newcomer")
     env = _environment(folder)
     demo = subprocess.run(
@@ -67,7 +69,7 @@ def ui_after_demo(
     process = start(argv, cwd=folder, env=env, log_path=log)
     try:
         wait_until_loaded(f"http://127.0.0.1:{port}", [process])
-        yield process, f"http://127.0.0.1:{port}"
+        yield process, f"http://127.0.0.1:{port}", demo.stdout
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -82,7 +84,9 @@ def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
 
 
 def test_the_ui_after_the_demo_shows_no_failed_run(ui_after_demo) -> None:
-    _, url = ui_after_demo
+    _, url, demo_output = ui_after_demo
+    demo_runs = set(re.findall(r"^Run ([0-9a-f-]{36}) \(", demo_output, re.MULTILINE))
+    assert len(demo_runs) >= 2, demo_output  # the dry run and the fixing run at least
     started = time.time()
     selector = {"repositoryLocationName": "recon_pipeline", "repositoryName": "__repository__",
                 "sensorName": "verification_sensor"}  # fmt: skip
@@ -94,16 +98,18 @@ def test_the_ui_after_the_demo_shows_no_failed_run(ui_after_demo) -> None:
 
     wait_for("verification_sensor to evaluate the demo's runs", evaluated_since_start, 180)
 
-    def runs_settled() -> list[dict] | None:
+    def runs_settled() -> tuple[list[dict]] | None:
         runs = _graphql(url, _RUNS)["runsOrError"]["results"]
-        return None if any(r["status"] in _UNFINISHED for r in runs) else runs or [{}]
+        return None if any(r["status"] in _UNFINISHED for r in runs) else (runs,)
 
-    runs = [r for r in wait_for("every launched run to finish", runs_settled, 180) if r]
+    [runs] = wait_for("every launched run to finish", runs_settled, 180)
+    # `sandbox --ui` starts afresh: the demo's runs are not shown, and nothing run since failed.
+    assert demo_runs.isdisjoint(r["runId"] for r in runs)
     assert [r for r in runs if r["status"] == "FAILURE"] == []
 
 
 def test_sigterm_stops_the_sandbox_ui_and_every_process_it_started(ui_after_demo) -> None:
-    process, _ = ui_after_demo
+    process, _, _ = ui_after_demo
     below = descendants(process.pid)
     assert len(below) >= 4  # dagster dev, its webserver, daemon and code server at least
 

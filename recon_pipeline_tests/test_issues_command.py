@@ -40,23 +40,32 @@ def test_json_of_the_latest_run_carries_every_issue_with_its_outcome(
     assert printed["runId"] == latest.run_id
     assert {(i["type"], issue_subject(i)) for i in printed["issues"]} == EXPECTED_ISSUES
     assert {i["outcome"] for i in printed["issues"]} >= {"fixed"}
+    for issue in printed["issues"]:
+        assert len(issue["fingerprint"]) == 16 and issue["firstSeen"]
+        assert issue["status"] == "persisting"  # each was seen by the dry run before
+    assert len({i["fingerprint"] for i in printed["issues"]}) == len(EXPECTED_ISSUES)
 
 
 def test_csv_and_table_of_a_chosen_run(
     pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dry = pipeline.run()
-    pipeline.run(auto_fix=True)
+    latest = pipeline.run(auto_fix=True)
 
     code, out, _ = _issues(capsys, "--run", dry.run_id, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and len(rows) == len(EXPECTED_ISSUES)
     assert {r["outcome"] for r in rows} <= {"skipped", "not_attempted"}
     assert all(r["status"] == "new" for r in rows)
+    assert all(len(r["fingerprint"]) == 16 and r["firstSeen"] for r in rows)
+    dry_issues = pipeline.record(dry.run_id)["issues"]
+    assert {(r["fingerprint"], r["firstSeen"]) for r in rows} == {
+        (i["fingerprint"], i["firstSeen"]) for i in dry_issues}  # fmt: skip
 
+    # The day's latest run, of the two run today.
     code, out, _ = _issues(capsys, "--day", local_day(TIMEZONE))
     assert code == 0
-    assert out.splitlines()[0].endswith(f": {len(EXPECTED_ISSUES)} issue(s)")
+    assert out.splitlines()[0] == f"Run {latest.run_id}: {len(EXPECTED_ISSUES)} issue(s)"
     assert "ORPHANED_ACCESS" in out
 
 

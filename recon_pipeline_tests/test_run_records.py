@@ -12,6 +12,7 @@ from recon_pipeline.defs.fix_config import FixConfig, launched_auto_fix
 from recon_pipeline.domain.columns import IssueCol
 from recon_pipeline.domain.fix_gate import Withheld, WithheldCode
 from recon_pipeline.domain.fixes import GuardDecision, Outcome, OutcomeCol
+from recon_pipeline.domain.notices import NOTIFY_ALWAYS
 from recon_pipeline.domain.provenance import DECISION, FrameOrigin, set_sources
 from recon_pipeline.domain.verification import Verification
 from recon_pipeline.fix_step import FixDecision
@@ -138,14 +139,18 @@ def test_no_notice_when_nothing_was_found_and_the_guard_held() -> None:
     fixes = _fixes([], decision=FixDecision(True, None, GUARD_OK, 0))
     record = record_of(fixes, _facts(), completed_at=DONE)
 
-    assert notice_for(record, fixes, _facts(), today=TODAY, run_url=None) is None
+    assert (
+        notice_for(record, fixes, _facts(), today=TODAY, run_url=None, notify=NOTIFY_ALWAYS) is None
+    )
 
 
 def test_a_notice_for_issues_found_links_the_run() -> None:
     fixes = _fixes([Outcome.FIXED, Outcome.FAILED], decision=FixDecision(True, None, GUARD_OK, 1))
     record = record_of(fixes, _facts(), completed_at=DONE)
 
-    notice = notice_for(record, fixes, _facts(), today=TODAY, run_url="http://ui/runs/run-b")
+    notice = notice_for(
+        record, fixes, _facts(), today=TODAY, run_url="http://ui/runs/run-b", notify=NOTIFY_ALWAYS
+    )
 
     assert notice is not None
     assert "2" in notice.subject
@@ -156,7 +161,7 @@ def test_a_tripped_guard_alone_calls_for_a_notice_that_describes_it() -> None:
     fixes = _fixes([], decision=FixDecision(True, None, GUARD_TRIPPED, 0))
     record = record_of(fixes, _facts(), completed_at=DONE)
 
-    notice = notice_for(record, fixes, _facts(), today=TODAY, run_url=None)
+    notice = notice_for(record, fixes, _facts(), today=TODAY, run_url=None, notify=NOTIFY_ALWAYS)
 
     assert notice is not None
     assert GUARD_TRIPPED.describe() in notice.text
@@ -168,7 +173,7 @@ def test_a_backfill_finding_issues_sends_no_notice() -> None:
     record = record_of(fixes, facts, completed_at=DONE)
 
     assert record.issues_found == 1
-    assert notice_for(record, fixes, facts, today=TODAY, run_url=None) is None
+    assert notice_for(record, fixes, facts, today=TODAY, run_url=None, notify=NOTIFY_ALWAYS) is None
 
 
 def _launch_config(**options: bool) -> dict:

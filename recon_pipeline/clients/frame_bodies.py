@@ -43,6 +43,7 @@ from recon_pipeline.clients.membership_db import (
     PREFIX,
     DatabaseTarget,
     DatabaseUrlError,
+    hide_url_password,
     parse_database_url,
 )
 
@@ -166,7 +167,7 @@ class SqlFrameBodies:
 
     def __init__(self, engine: sa.Engine, *, owned: bool = False) -> None:
         self.engine = engine
-        self.where = engine.url.render_as_string(hide_password=True)
+        self.where = hide_url_password(engine.url.render_as_string(hide_password=True))
         self._owned = owned  # an engine of its own (RECONCILIATION_STORAGE_URL): closed here
 
     def close(self) -> None:
@@ -381,10 +382,21 @@ def _escape_like(text: str) -> str:
 
 def _matched(rows: Sequence[Any], columns: Columns, stored: Sequence[tuple[str, str]]):
     """Rows of (day, run, encoded columns) → decoded frame of the `stored` (day, run) pairs."""
-    names = [PARTITION_COLUMN, RUN_COLUMN, *(c for c, _ in columns)]
-    raw = pd.DataFrame.from_records(list(rows), columns=names, coerce_float=False)
+    raw = pd.DataFrame.from_records(list(rows), columns=_matched_names(columns), coerce_float=False)
+    # The query asks for the days and the runs apart, so it also finds a run's rows of a day
+    # that is not that run's.
     wanted = pd.MultiIndex.from_tuples(list(stored) or [("", "")])
-    raw = raw[pd.MultiIndex.from_frame(raw[[PARTITION_COLUMN, RUN_COLUMN]]).isin(wanted)]
+    return _decoded(
+        raw[pd.MultiIndex.from_frame(raw[[PARTITION_COLUMN, RUN_COLUMN]]).isin(wanted)], columns
+    )
+
+
+def _matched_names(columns: Columns) -> list[str]:
+    return [PARTITION_COLUMN, RUN_COLUMN, *(c for c, _ in columns)]
+
+
+def _decoded(raw: pd.DataFrame, columns: Columns) -> pd.DataFrame:
+    """(day, run, encoded columns) → the decoded frame, with a fresh index."""
     return pd.DataFrame(
         {
             PARTITION_COLUMN: raw[PARTITION_COLUMN].astype("str").to_numpy(),
@@ -467,6 +479,7 @@ class ParquetFrameBodies:
         contains: Contains,
         ignore_case: frozenset[str] = frozenset(),
     ) -> pd.DataFrame:
+        names = _matched_names(columns)
         parts = []
         for day, run_id in stored:
             with self._path(name, day, run_id).open("rb") as source:
@@ -487,9 +500,10 @@ class ParquetFrameBodies:
             rows = found.reindex(columns=[c for c, _ in columns]).assign(
                 **{PARTITION_COLUMN: day, RUN_COLUMN: run_id}
             )
-            parts.append(rows[[PARTITION_COLUMN, RUN_COLUMN, *(c for c, _ in columns)]])
-        merged = pd.concat(parts, ignore_index=True) if parts else None
-        return _matched([] if merged is None else merged.itertuples(index=False), columns, stored)
+            parts.append(rows[names])
+        # Each file is one (day, run): nothing of another pair to filter out.
+        merged = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=names)
+        return _decoded(merged, columns)
 
     def delete_days_before(self, cutoff_day: str, *, batch_rows: int) -> int:
         deleted = 0

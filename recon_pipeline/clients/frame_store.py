@@ -160,18 +160,13 @@ class FrameStore:
 
         Raises:
             FrameNotStoredError: naming the frame, the day and the run.
-            FrameDamagedError: the rows read back are not the rows stored.
+            FrameDamagedError: the rows read back are not the rows stored, or none are there.
         """
         entry = self.entry(name, day, run_id)
         if entry is None:
             raise FrameNotStoredError(f"no {name} of {day} is stored for run {run_id}")
-        try:
+        with self._bodies_listed(name, [(day, run_id)]):
             frame = self.bodies.read(name, day, run_id, entry.columns)
-        except FileNotFoundError:
-            raise FrameDamagedError(
-                f"{name} of {day} stored by run {run_id} is not in {self.bodies.where} (was "
-                "RECONCILIATION_STORAGE_URL changed since, or the file deleted?)"
-            ) from None
         if len(frame) != entry.row_count:
             raise FrameDamagedError(
                 f"{name} of {day} stored by run {run_id} reads back {len(frame)} row(s), but "
@@ -190,12 +185,38 @@ class FrameStore:
         """The rows of the `stored` frames (all named `name`) where a column of `contains`
         contains one of its texts (case ignored in the `ignore_case` columns), each with its day
         (`PARTITION_COLUMN`) and run (`RUN_COLUMN`): a few rows out of a million without
-        reading the rest into memory."""
+        reading the rest into memory.
+
+        Raises:
+            FrameDamagedError: a frame the catalog lists is missing from the storage.
+        """
+        named = [entry for entry in stored if entry.name == name]
         columns: dict[str, str] = {}
-        for entry in stored:  # a column a later version added reads as missing in older frames
+        for entry in named:  # a column a later version added reads as missing in older frames
             columns.update(dict(entry.columns))
-        keys = [(entry.day, entry.run_id) for entry in stored if entry.name == name]
-        return self.bodies.read_matching(name, keys, list(columns.items()), contains, ignore_case)
+        keys = [(entry.day, entry.run_id) for entry in named]
+        with self._bodies_listed(name, keys):
+            return self.bodies.read_matching(
+                name, keys, list(columns.items()), contains, ignore_case
+            )
+
+    @contextmanager
+    def _bodies_listed(self, name: str, keys: list[tuple[str, str]]) -> Iterator[None]:
+        """A body the catalog lists but the storage lacks (a Parquet file) is damage, not a
+        frame never stored."""
+        try:
+            yield
+        except FileNotFoundError:
+            if len(keys) == 1:
+                what = f"{name} of {keys[0][0]} stored by run {keys[0][1]}"
+            else:  # no storage names the missing (day, run) in a form to read back
+                days = sorted({day for day, _ in keys})
+                span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+                what = f"one of the {len(keys)} {name} frames stored for {span}"
+            raise FrameDamagedError(
+                f"{what} is not in {self.bodies.where} (was "
+                "RECONCILIATION_STORAGE_URL changed since, or the file deleted?)"
+            ) from None
 
     def latest_writer(self, name: str, day: str) -> str | None:
         """The run that most recently stored `name` of `day`."""

@@ -256,6 +256,16 @@ class DatabaseUrlError(ValueError):
     """DATABASE_URL cannot be used."""
 
 
+_URL_USERINFO_PASSWORD = re.compile(r"(?P<keep>^[^:/?#\s]+://[^:/?#@\s]*:)[^\s]*@")
+_URL_QUERY_PASSWORD = re.compile(r"(?P<keep>[?&]password=)[^&#\s]*", re.IGNORECASE)
+
+
+def hide_url_password(url: str) -> str:
+    """`url` with any password in it replaced by `***`, for messages, logs and reprs."""
+    url = _URL_USERINFO_PASSWORD.sub(r"\g<keep>***@", url)
+    return _URL_QUERY_PASSWORD.sub(r"\g<keep>***", url)
+
+
 @dataclass(frozen=True)
 class DatabaseTarget:
     """A parsed DATABASE_URL: what SQLAlchemy connects to, plus the schema to search."""
@@ -272,6 +282,21 @@ class DatabaseTarget:
             # one writer at a time: a writer waits this long for another's write to finish.
             connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
         return sa.create_engine(self.url, connect_args=connect_args, **kwargs)
+
+    @property
+    def where(self) -> str:
+        """The URL with its password hidden, for messages (a `?password=` too, which SQLAlchemy
+        shows)."""
+        return hide_url_password(self.url.render_as_string(hide_password=True))
+
+    def failure(self, exc: sa.exc.DBAPIError) -> str:
+        """The driver's first line about a failed connection, with no password in it: a driver
+        may quote the connection string it was given."""
+        text = str(exc.orig).strip()
+        reason = text.splitlines()[0] if text else repr(exc)
+        if self.url.password:
+            reason = reason.replace(str(self.url.password), "***")
+        return hide_url_password(reason)
 
 
 def _search_path_option(schema: str) -> str:

@@ -72,11 +72,11 @@ class StripeSnapshotError(RuntimeError):
         page: int | None = None,
         http_status: int | None = None,
         request_id: str | None = None,
+        detail: str,
         code: str | None = None,
-        detail: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.detail = detail or message
+        self.detail = detail
         self.page = page
         self.http_status = http_status
         self.request_id = request_id

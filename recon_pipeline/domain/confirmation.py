@@ -9,6 +9,7 @@ yet processed) never takes anyone's access away. Grants and swaps never wait.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recon_pipeline.domain.columns import IssueCol
-from recon_pipeline.domain.drift import discord_id_keys
 from recon_pipeline.domain.fixes import takes_access_away
-from recon_pipeline.domain.policy import DriftType
+from recon_pipeline.domain.identity import account_keys
 from recon_pipeline.domain.provenance import COMPLETENESS, sources_of_attrs
 
 
@@ -43,20 +43,25 @@ class StoredDrift:
         return self.attrs.get(COMPLETENESS) == []
 
 
+def complete_observations(stored: Iterable[StoredDrift]) -> list[StoredDrift]:
+    """The drift tables whose snapshots passed the completeness check and say when they were
+    taken, in the order given."""
+    return [s for s in stored if s.complete and s.observed_at is not None]
+
+
+def last_observation(complete: Iterable[StoredDrift]) -> StoredDrift | None:
+    """Of complete drift tables (`complete_observations`), the one whose snapshots were taken
+    last (of two taken at once, the greater run id, so every reader picks the same one)."""
+    return max(complete, key=lambda s: (s.observed_at, s.run_id), default=None)
+
+
 def previous_observation(
     stored: list[StoredDrift], *, chain: frozenset[str], observed_at: dt.datetime
 ) -> StoredDrift | None:
     """The previous complete run's drift table: of other runs' tables whose snapshots passed the
     completeness check and were taken before `observed_at`, the one taken last."""
-    earlier = [
-        s
-        for s in stored
-        if s.run_id not in chain
-        and s.complete
-        and s.observed_at is not None
-        and s.observed_at < observed_at
-    ]
-    return max(earlier, key=lambda s: (s.observed_at, s.run_id), default=None)
+    complete = complete_observations(s for s in stored if s.run_id not in chain)
+    return last_observation(s for s in complete if s.observed_at < observed_at)
 
 
 def awaiting_reason(first_seen_in: str) -> str:
@@ -64,22 +69,17 @@ def awaiting_reason(first_seen_in: str) -> str:
 
 
 def removal_keys(issues: pd.DataFrame) -> pd.Series:
-    """What makes two runs' removals the same: the account (its Discord id as Discord compares
-    it, or the member or team whose status is written), the type, the roles removed and the
-    status written. Missing for issues that are no pure removal."""
+    """What makes two runs' removals the same: the account (`identity.account_keys`, as issue
+    identity has it: the Discord id as Discord compares it, else the member; for a status, the
+    member or team whose column is written), the type, the roles removed and the status
+    written. Missing for issues that are no pure removal."""
     removal = takes_access_away(issues)
     frame = issues[removal.to_numpy()]
-    stale = frame[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS
-    account = pd.Series(
-        discord_id_keys(frame[IssueCol.DISCORD_ID]).astype("str"), index=frame.index, dtype="str"
-    )
-    status_subject = frame[IssueCol.MEMBER_ID].fillna("team:" + frame[IssueCol.TEAM_ID])
-    account = account.where(~stale, status_subject.astype("str"))
     removed = frame[IssueCol.ROLES_TO_REMOVE].map(lambda roles: ",".join(roles or ()))
     keys = (
         frame[IssueCol.TYPE].astype("str")
         + "|"
-        + account
+        + account_keys(frame)
         + "|"
         + removed.astype("str")
         + "|"

@@ -10,6 +10,7 @@ A test holds the two to the same answers.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,13 +220,19 @@ def held_roles(account: int | None, snapshots: Snapshots, policy: AccessPolicy) 
     rows = guild[discord_id_keys(guild[GuildMemberRoleCol.DISCORD_ID]) == account]
     names = role_names(snapshots.guild_roles)
     held = sorted({names.get(str(r), str(r)) for r in rows[GuildMemberRoleCol.ROLE_ID].dropna()})
-    managed = set(policy.roles.names())
     return {
         "discordId": str(account),
         "inGuild": bool(len(rows)),
         "isBot": bool(rows[GuildMemberRoleCol.IS_BOT].any()) if len(rows) else False,
-        "managed": [r for r in held if r in managed],
-        "other": [r for r in held if r not in managed],
+        **_managed_and_other(held, set(policy.roles.names())),
+    }
+
+
+def _managed_and_other(names: Iterable[str], managed: set[str]) -> dict[str, list[str]]:
+    ordered = sorted(names)
+    return {
+        "managed": [n for n in ordered if n in managed],
+        "other": [n for n in ordered if n not in managed],
     }
 
 
@@ -482,14 +489,10 @@ def live_changes(
     gone = sorted(set(then) - {s["id"] for s in now})
     changes += [f"subscription {sub_id} is no longer listed" for sub_id in gone]
     held = {}
+    managed = set(policy.roles.names())
     for account, names in sorted(roles_now.items()):
         before = _held_then(explanation, account)
-        managed = set(policy.roles.names())
-        held[account] = {
-            "inGuild": names is not None,
-            "managed": sorted(n for n in names or () if n in managed),
-            "other": sorted(n for n in names or () if n not in managed),
-        }
+        held[account] = {"inGuild": names is not None, **_managed_and_other(names or (), managed)}
         if before is None:
             continue
         if before["inGuild"] != (names is not None):

@@ -20,19 +20,26 @@ from recon_pipeline.domain.drift import discord_id_keys
 from recon_pipeline.domain.policy import DriftType
 
 
-def issue_keys(issues: pd.DataFrame) -> pd.Series:
-    """Each issue's identity as readable text: type|account|expected|added|removed|status (the
-    expected role tells apart report-only issues, which plan no change)."""
-    stale = issues[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS
+def account_keys(issues: pd.DataFrame) -> pd.Series:
+    """Whose each issue is, as text, for `issue_keys` and `confirmation.removal_keys` alike: the
+    Discord id as Discord compares it; `member:<id>` for an id no account can have (so two such
+    members stay apart); for a stale status the member or team whose column is written
+    (`member:<id>`, else `team:<id>`). Empty when none is known."""
     discord = pd.Series(discord_id_keys(issues[IssueCol.DISCORD_ID]), index=issues.index)
     member = "member:" + issues[IssueCol.MEMBER_ID].astype("str")
     account = discord.astype("str").where(discord != 0, member)
+    stale = issues[IssueCol.TYPE] == DriftType.STALE_DATABASE_STATUS
     status_subject = member.fillna("team:" + issues[IssueCol.TEAM_ID].astype("str"))
-    account = account.where(~stale, status_subject).fillna("")
+    return account.where(~stale, status_subject).fillna("").astype("str")
+
+
+def issue_keys(issues: pd.DataFrame) -> pd.Series:
+    """Each issue's identity as readable text: type|account|expected|added|removed|status (the
+    expected role tells apart report-only issues, which plan no change)."""
     return (
         issues[IssueCol.TYPE].astype("str")
         + "|"
-        + account.astype("str")
+        + account_keys(issues)
         + "|"
         + issues[IssueCol.EXPECTED_ROLE].astype("str").fillna("")
         + "|"

@@ -51,13 +51,13 @@ class DaySnapshots(NamedTuple):
 
 @dataclass(frozen=True)
 class PreviousRun:
-    """The previous complete run: its id, its day, the access exceptions it snapshotted and
-    (when removals need confirming) the drift table it found."""
+    """The previous complete run: its id, its day, the drift table it found and the access
+    exceptions it snapshotted."""
 
     run_id: str
     day: str
+    issues: pd.DataFrame
     exceptions: pd.DataFrame | None = None  # None: it predates exceptions
-    issues: pd.DataFrame | None = None
     observed_at: dt.datetime | None = None  # when its snapshots were taken
 
 

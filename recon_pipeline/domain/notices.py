@@ -9,9 +9,11 @@ a few example descriptions, the run id and, when the UI's address is known, a li
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from recon_pipeline.domain.identity import NEW, PERSISTING
 from recon_pipeline.domain.policy import DriftType
 
 DISCORD_LIMIT = 2000
@@ -30,7 +32,8 @@ class Notice:
 
 NOTIFY_CHANGES = "changes"
 NOTIFY_ALWAYS = "always"
-STALE_AFTER = dt.timedelta(days=2)  # a HIGH issue open this long leads the notice
+STALE_DAYS = 2  # a HIGH issue open this many days leads the notice
+STALE_AFTER = dt.timedelta(days=STALE_DAYS)
 
 
 def needs_notice(
@@ -38,7 +41,7 @@ def needs_notice(
     *,
     guard_tripped: bool,
     lapsed_exceptions: int = 0,
-    notify: str = NOTIFY_ALWAYS,
+    notify: str,
 ) -> bool:
     """Whether a run's record calls for a notice: a failure, a tripped guard, access exceptions
     that lapsed since the previous run, or issues found; with `notify="changes"` only issues the
@@ -47,7 +50,7 @@ def needs_notice(
         return True
     issues = record.get("issues") or []
     if notify == NOTIFY_CHANGES:
-        return any(i.get("status") != "persisting" or i.get("outcome") == "failed" for i in issues)
+        return any(i.get("status") != PERSISTING or i.get("outcome") == "failed" for i in issues)
     return bool(record.get("issuesFound"))
 
 
@@ -103,9 +106,7 @@ def compose_notice(
         group = grouped[drift_type]
         fixed = sum(i.get("outcome") == "fixed" for i in group)
         lines.append(f"{drift_type}: {len(group)} ({fixed} fixed)")
-        lines += [f"  - {i.get('description')}" for i in group[:examples]]
-        if len(group) > examples:
-            lines.append(f"  … and {len(group) - examples} more")
+        lines += _listed(group, examples, lambda i: str(i.get("description")))
     if run_url:
         lines.append(f"Run: {run_url}")
     return Notice(subject=subject, lines=tuple(lines))
@@ -113,14 +114,12 @@ def compose_notice(
 
 def _leading(issues: list[dict[str, Any]], now: Any, examples: int) -> list[str]:
     """What the notice leads with: issues new since the previous run, and HIGH issues open for
-    two days or more (with when they were first seen)."""
+    `STALE_AFTER` or more (with when they were first seen)."""
     lines = []
-    new = [i for i in issues if i.get("status") == "new"]
+    new = [i for i in issues if i.get("status") == NEW]
     if new and len(new) < len(issues):
         lines.append(f"New since the previous run: {len(new)}")
-        lines += [f"  - {i.get('type')}: {i.get('description')}" for i in new[:examples]]
-        if len(new) > examples:
-            lines.append(f"  … and {len(new) - examples} more")
+        lines += _listed(new, examples, lambda i: f"{i.get('type')}: {i.get('description')}")
     if isinstance(now, dt.datetime):
         old = [
             i
@@ -130,13 +129,21 @@ def _leading(issues: list[dict[str, Any]], now: Any, examples: int) -> list[str]
             and now - dt.datetime.fromisoformat(str(i["firstSeen"])) >= STALE_AFTER
         ]
         if old:
-            lines.append(f"HIGH issues open for 2 days or more: {len(old)}")
-            lines += [
-                f"  - since {str(i['firstSeen'])[:10]}: {i.get('description')}"
-                for i in old[:examples]
-            ]
-            if len(old) > examples:
-                lines.append(f"  … and {len(old) - examples} more")
+            days = f"{STALE_DAYS} day" if STALE_DAYS == 1 else f"{STALE_DAYS} days"
+            lines.append(f"HIGH issues open for {days} or more: {len(old)}")
+            lines += _listed(
+                old, examples, lambda i: f"since {str(i['firstSeen'])[:10]}: {i.get('description')}"
+            )
+    return lines
+
+
+def _listed(
+    issues: list[dict[str, Any]], examples: int, describe: Callable[[dict[str, Any]], str]
+) -> list[str]:
+    """The first `examples` issues, a line each, then how many more there are."""
+    lines = [f"  - {describe(i)}" for i in issues[:examples]]
+    if len(issues) > examples:
+        lines.append(f"  … and {len(issues) - examples} more")
     return lines
 
 

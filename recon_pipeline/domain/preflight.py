@@ -1,15 +1,19 @@
 """What `recon-pipeline check` and every run's preflight conclude from what they read
 (docs/behaviour.md §14): each check is ok, a problem (with the fix in plain words) or not
-configured. No I/O here; clients/preflight_probes.py does the reading.
+configured. No I/O here; recon_pipeline/preflight.py does the reading.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from recon_pipeline.domain.policy import ManagedRoles
+import pandas as pd
+
+from recon_pipeline.domain.columns import GuildRoleCol
+from recon_pipeline.domain.policy import ManagedRoles, RoleResolutionError, resolve_managed_role_ids
 
 ADMINISTRATOR = 1 << 3
 VIEW_CHANNEL = 1 << 10
@@ -32,6 +36,9 @@ class CheckLine:
     detail: str
     fix: str | None = None
 
+    def __str__(self) -> str:
+        return f"{self.detail} (fix: {self.fix})" if self.fix else self.detail
+
     def to_json(self) -> dict[str, Any]:
         return {"check": self.name, "state": self.state.value, "detail": self.detail,
                 "fix": self.fix}  # fmt: skip
@@ -49,55 +56,36 @@ def not_configured(name: str, detail: str) -> CheckLine:
     return CheckLine(name, State.NOT_CONFIGURED, detail)
 
 
-@dataclass(frozen=True)
-class GuildRole:
-    id: str
-    name: str
-    position: int
-    permissions: int
+def _ranks(roles: pd.DataFrame) -> pd.Series:
+    """Each role's place from the bottom. Discord orders roles by position, then by id: of two
+    roles at one position, the one with the lower id sits higher."""
+    order = roles.assign(_id=roles[GuildRoleCol.ID].astype("int64")).sort_values(
+        ["position", "_id"], ascending=[True, False]
+    )
+    return pd.Series(range(len(order)), index=order.index)
 
 
-def _rank(role: GuildRole) -> tuple[int, int]:
-    # Discord orders roles by position, then by id: of two roles at one position, the one with
-    # the lower id sits higher.
-    return (role.position, -int(role.id))
-
-
-def bot_permissions(roles: list[GuildRole], bot_role_ids: set[str], guild_id: str) -> int:
+def bot_permissions(roles: pd.DataFrame, bot_role_ids: set[str], guild_id: str) -> int:
     """The bot's server-wide permissions: @everyone's and those of every role it holds."""
     bits = 0
-    for role in roles:
-        if role.id == guild_id or role.id in bot_role_ids:
-            bits |= role.permissions
+    for value in roles.loc[roles[GuildRoleCol.ID].isin({*bot_role_ids, guild_id}), "permissions"]:
+        bits |= int(value)
     return bits
 
 
 def role_checks(
-    roles: list[GuildRole], bot_role_ids: set[str], guild_id: str, managed: ManagedRoles
+    roles: pd.DataFrame, bot_role_ids: set[str], guild_id: str, managed: ManagedRoles
 ) -> list[CheckLine]:
     """The managed roles exist once each; the bot has Manage Roles (or Administrator); its
     highest role sits above every managed role (Discord refuses a change to a role at or above
-    it, Administrator or not)."""
-    lines = []
-    by_name: dict[str, list[GuildRole]] = {}
-    for role in roles:
-        by_name.setdefault(role.name, []).append(role)
-    missing = [n for n in managed.names() if not by_name.get(n)]
-    doubled = [n for n in managed.names() if len(by_name.get(n, [])) > 1]
-    if missing or doubled:
-        found = [f"no role named {n!r}" for n in missing] + [
-            f"{len(by_name[n])} roles named {n!r}" for n in doubled
-        ]
-        lines.append(
-            problem(
-                "managed roles",
-                "; ".join(found),
-                "Create each missing role, and rename extra ones, in Server Settings → Roles "
-                "(or set DISCORD_ROLE_* to the names the server uses)",
-            )
-        )
-    else:
-        lines.append(ok("managed roles", f"all four exist: {', '.join(managed.names())}"))
+    it, Administrator or not). `roles` is the Discord client's `guild_roles` frame."""
+    try:
+        resolve_managed_role_ids(roles, managed)  # the rule every snapshot applies
+        lines = [ok("managed roles", f"all four exist: {', '.join(managed.names())}")]
+    except RoleResolutionError as exc:
+        fix = ("Create each missing role, and rename extra ones, in Server Settings → Roles "
+               "(or set DISCORD_ROLE_* to the names the server uses)")  # fmt: skip
+        lines = [problem("managed roles", str(exc), fix)]
     permissions = bot_permissions(roles, bot_role_ids, guild_id)
     if permissions & ADMINISTRATOR:
         lines.append(ok("bot permission", "the bot has Administrator"))
@@ -111,37 +99,32 @@ def role_checks(
                 "Give the bot's role the Manage Roles permission in Server Settings → Roles",
             )
         )
-    held = [r for r in roles if r.id in bot_role_ids]
-    if not held:
-        lines.append(
-            problem(
-                "bot role position",
-                "the bot holds no role, so it sits below every managed role",
-                "Give the bot a role above the managed roles in Server Settings → Roles",
-            )
+    return [*lines, _position_check(roles, bot_role_ids, managed)]
+
+
+def _position_check(
+    roles: pd.DataFrame, bot_role_ids: set[str], managed: ManagedRoles
+) -> CheckLine:
+    held = roles[GuildRoleCol.ID].isin(bot_role_ids)
+    if not held.any():
+        return problem(
+            "bot role position",
+            "the bot holds no role, so it sits below every managed role",
+            "Give the bot a role above the managed roles in Server Settings → Roles",
         )
-        return lines
-    top = max(held, key=_rank)
-    above = [
-        r.name
-        for name in managed.names()
-        for r in by_name.get(name, [])[:1]
-        if _rank(r) >= _rank(top)
-    ]
-    if above:
-        listed = ", ".join(f"'{n}'" for n in above)
-        lines.append(
-            problem(
-                "bot role position",
-                f"the bot's highest role '{top.name}' is not above {listed}",
-                f"Move the bot's role above {listed} in Server Settings → Roles",
-            )
-        )
-    else:
-        lines.append(
-            ok("bot role position", f"the bot's role '{top.name}' is above every managed role")
-        )
-    return lines
+    ranks = _ranks(roles)
+    top = ranks[held].idxmax()
+    top_name = roles.at[top, GuildRoleCol.NAME]
+    reached = roles[roles[GuildRoleCol.NAME].isin(managed.names()) & (ranks >= ranks[top])]
+    above = [name for name in managed.names() if name in set(reached[GuildRoleCol.NAME])]
+    if not above:
+        return ok("bot role position", f"the bot's role '{top_name}' is above every managed role")
+    listed = ", ".join(f"'{n}'" for n in above)
+    return problem(
+        "bot role position",
+        f"the bot's highest role '{top_name}' is not above {listed}",
+        f"Move the bot's role above {listed} in Server Settings → Roles",
+    )
 
 
 def channel_permissions(
@@ -182,27 +165,12 @@ def can_post(permissions: int) -> bool:
 
 def stripe_mode(key: str) -> str | None:
     """`test` or `live` from the key's prefix (sk_/rk_), None for a key of another shape."""
-    for prefix in ("sk_", "rk_"):
-        for mode in ("test", "live"):
-            if key.startswith(f"{prefix}{mode}_"):
-                return mode
-    return None
-
-
-def exit_code(lines: list[CheckLine]) -> int:
-    return 1 if any(line.state == State.PROBLEM for line in lines) else 0
-
-
-def roles_from_frame(frame: Any) -> list[GuildRole]:
-    """The Discord client's roles frame (`guild_roles`) as `GuildRole`s."""
-    return [
-        GuildRole(str(r.id), str(r.name), int(r.position), int(getattr(r, "permissions", 0)))
-        for r in frame.itertuples()
-    ]
+    found = re.match(r"[sr]k_(test|live)_", key)
+    return found.group(1) if found else None
 
 
 def role_management_problems(
-    roles: list[GuildRole], bot_role_ids: set[str], guild_id: str, managed: ManagedRoles
+    roles: pd.DataFrame, bot_role_ids: set[str], guild_id: str, managed: ManagedRoles
 ) -> list[CheckLine]:
     """What keeps the bot from changing every managed role (docs/behaviour.md §14): the checks
     a run makes before it reads the member list, with the words `check` prints."""
@@ -215,5 +183,5 @@ def role_management_problems(
 
 def preflight_failure(problems: list[CheckLine]) -> str:
     """Why a fixing run stops at its preflight, in the check's words."""
-    told = "; ".join(f"{line.detail} (fix: {line.fix})" for line in problems)
+    told = "; ".join(map(str, problems))
     return f"Preflight: the bot cannot manage every managed role, so this run fixes nothing: {told}"

@@ -14,6 +14,7 @@ import pandas as pd
 
 from recon_pipeline.domain.columns import IssueCol
 from recon_pipeline.domain.fixes import Outcome, OutcomeCol
+from recon_pipeline.domain.identity import NEW, PERSISTING
 from recon_pipeline.domain.policy import DriftType, Severity
 
 # issue table column → JSON key, in the order the keys are written
@@ -142,8 +143,8 @@ def trend_counts(issues: pd.DataFrame) -> dict[str, int]:
         counts[f"severity_{severity.value.lower()}"] = int(severities.get(severity.value, 0))
     if IssueCol.ISSUE_STATUS in issues:
         ages = issues[IssueCol.ISSUE_STATUS].value_counts()
-        counts["new"] = int(ages.get("new", 0))
-        counts["persisting"] = int(ages.get("persisting", 0))
+        counts[NEW] = int(ages.get(NEW, 0))
+        counts[PERSISTING] = int(ages.get(PERSISTING, 0))
     if OutcomeCol.OUTCOME in issues:
         outcomes = issues[OutcomeCol.OUTCOME].value_counts()
         for outcome in Outcome:

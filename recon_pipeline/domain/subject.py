@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import numpy as np
 import pandas as pd
 
 from recon_pipeline.domain.columns import (
@@ -82,17 +83,24 @@ def members_named(query: str, members: pd.DataFrame) -> pd.DataFrame:
     """The member rows `query` names exactly as any kind (a member id, email, Discord id or
     customer id of theirs): the few rows whose teams, customers and accounts matter."""
     text = query.strip()
-    key = snowflake(text)
-    named = (
-        (members[MemberCol.ID].astype("str").str.strip() == text).to_numpy()
-        | (
-            members[MemberCol.EMAIL].astype("str").str.strip().str.lower() == text.lower()
-        ).to_numpy()
-        | (members[MemberCol.STRIPE_CUSTOMER_ID].astype("str").str.strip() == text).to_numpy()
-    )
-    if key is not None:
-        named |= discord_id_keys(members[MemberCol.DISCORD_ID]) == key
+    named = np.zeros(len(members), dtype=bool)
+    for kind in SubjectKind:
+        named |= _named_as(kind, text, members)
     return members[named]
+
+
+def _named_as(kind: SubjectKind, text: str, members: pd.DataFrame) -> np.ndarray:
+    """Which member rows `text` (stripped) names exactly as `kind`."""
+    if kind == SubjectKind.DISCORD:
+        key = snowflake(text)
+        if key is None:
+            return np.zeros(len(members), dtype=bool)
+        return discord_id_keys(members[MemberCol.DISCORD_ID]) == key
+    if kind == SubjectKind.EMAIL:
+        emails = members[MemberCol.EMAIL].astype("str").str.strip().str.lower()
+        return (emails == text.lower()).to_numpy()
+    column = MemberCol.ID if kind == SubjectKind.MEMBER else MemberCol.STRIPE_CUSTOMER_ID
+    return (members[column].astype("str").str.strip() == text).to_numpy()
 
 
 def find_subject(
@@ -161,26 +169,22 @@ def _match(
     guild_member_roles: pd.DataFrame,
     exceptions: pd.DataFrame,
 ) -> Subject | None:
-    if kind == SubjectKind.MEMBER:
-        hit = members[members[MemberCol.ID].astype("str").str.strip() == text]
-        return Subject(text, kind, _ids(hit)) if len(hit) else None
-    if kind == SubjectKind.EMAIL:
-        if "@" not in text:
-            return None
-        emails = members[MemberCol.EMAIL].astype("str").str.strip().str.lower()
-        hit = members[(emails == text.lower()).to_numpy()]
+    if kind == SubjectKind.EMAIL and "@" not in text:
+        return None
+    if kind in (SubjectKind.MEMBER, SubjectKind.EMAIL):
+        hit = members[_named_as(kind, text, members)]
         return Subject(text, kind, _ids(hit)) if len(hit) else None
     if kind == SubjectKind.DISCORD:
         key = snowflake(text)
         if key is None:
             return None
-        hit = members[discord_id_keys(members[MemberCol.DISCORD_ID]) == key]
+        hit = members[_named_as(kind, text, members)]
         in_guild = (discord_id_keys(guild_member_roles[GuildMemberRoleCol.DISCORD_ID]) == key).any()
         excepted = (discord_id_keys(exceptions[ExceptionCol.DISCORD_ID]) == key).any()
         if not (len(hit) or in_guild or excepted):
             return None
         return Subject(text, kind, _ids(hit), account=key)
-    own = members[members[MemberCol.STRIPE_CUSTOMER_ID].astype("str").str.strip() == text]
+    own = members[_named_as(kind, text, members)]
     team = teams[teams[TeamCol.STRIPE_CUSTOMER_ID].astype("str").str.strip() == text]
     billed = subscriptions[SubscriptionCol.CUSTOMER_ID].astype("str") == text
     if not (len(own) or len(team) or billed.any()):

@@ -600,3 +600,17 @@ def test_cli_db_init_defaults_to_a_sqlite_file_under_data(
     assert code == 0
     assert len(files) == 1
     assert table_names(f"sqlite:///{files[0]}") == ALL_TABLE_NAMES
+
+
+def test_a_failed_connection_is_told_without_the_password() -> None:
+    # No loopback server quotes the connection string back; some drivers do.
+    target = parse_database_url(
+        "postgresql://recon:s3cret-pw@db.example:5432/app?password=s3cret-pw"
+    )
+    quoted = Exception(
+        "could not connect: host=db.example password=s3cret-pw dbname=app\nDETAIL: more lines"
+    )
+    told = target.failure(sa.exc.OperationalError("SELECT 1", {}, quoted))
+
+    assert "s3cret-pw" not in told and "s3cret-pw" not in target.where
+    assert told == "could not connect: host=db.example password=*** dbname=app"

@@ -192,8 +192,8 @@ def test_lapsed_exceptions_are_those_the_previous_run_counted_that_have_expired(
 
 def test_the_notice_says_how_many_removals_wait_and_names_lapsed_exceptions() -> None:
     record = {"id": "run-2", "triggeredBy": "scheduled", "issuesFound": 0, "issues": []}
-    assert needs_notice(record, guard_tripped=False, lapsed_exceptions=1)
-    assert not needs_notice(record, guard_tripped=False)
+    assert needs_notice(record, guard_tripped=False, lapsed_exceptions=1, notify="always")
+    assert not needs_notice(record, guard_tripped=False, notify="always")
 
     notice = compose_notice(
         record, awaiting=3, lapsed_exceptions=("#1 Discord account 1: Lord until 2026-11-29 (x)",)

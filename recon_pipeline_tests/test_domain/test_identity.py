@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import pytest
 
 from recon_pipeline.domain.columns import IssueCol
+from recon_pipeline.domain.confirmation import removal_keys
 from recon_pipeline.domain.identity import fingerprints, identify, issue_keys
 from recon_pipeline_tests.builders import Snapshot, account, guild, member, sub, team
 
@@ -60,6 +62,37 @@ def test_unusable_ids_are_told_apart_by_member() -> None:
     assert "NOT_IN_GUILD|member:m_bad_id|Lord|||" in set(keys)
     assert "NOT_IN_GUILD|1002|Lord|||" in set(keys)
     assert "STALE_DATABASE_STATUS|team:t1||||NONE" in set(keys)
+
+
+def test_a_fingerprint_stays_the_one_stored_tables_hold() -> None:
+    # Literal on purpose: stored tables are matched by fingerprint, so a change of the key's text
+    # or of the hash would turn every persisting issue into a new one.
+    assert _by_type(_snapshot().drift())[("NOT_IN_GUILD", "m_absent")] == "08cd80cddb4b23b3"
+
+
+def test_every_spelling_of_a_discord_id_gives_one_fingerprint() -> None:
+    drift = _snapshot().drift()
+    respelled = drift.copy()
+    account = respelled[IssueCol.DISCORD_ID] == "1001"
+    assert account.any()
+    respelled.loc[account, IssueCol.DISCORD_ID] = "01001"
+
+    assert fingerprints(respelled).tolist() == fingerprints(drift).tolist()
+
+
+@pytest.mark.parametrize("unusable", ["abc", "0"])
+def test_issue_and_removal_keys_name_the_same_account(unusable: str) -> None:
+    drift = _snapshot().drift()
+    drift.loc[drift[IssueCol.MEMBER_ID] == "m_unpaid", IssueCol.DISCORD_ID] = unusable
+    removals = removal_keys(drift).dropna()
+
+    def account(keys: pd.Series) -> pd.Series:
+        return keys[removals.index].str.split("|").str[1]
+
+    assert account(removals).tolist() == account(issue_keys(drift)).tolist()
+    unauthorized = drift.index[drift[IssueCol.TYPE] == "UNAUTHORIZED_ACCESS"][0]
+    assert account(removals)[unauthorized] == "member:m_unpaid"
+    assert set(account(removals)) >= {"member:m_unpaid", "team:t1"}
 
 
 MONDAY = dt.datetime(2026, 11, 30, 8, 0)

@@ -38,7 +38,7 @@ def _record(issues: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 def test_needs_notice_only_for_issues_failures_or_a_tripped_guard(
     record: dict[str, Any], guard: bool, due: bool
 ) -> None:
-    assert needs_notice(record, guard_tripped=guard) is due
+    assert needs_notice(record, guard_tripped=guard, notify="always") is due
 
 
 def test_notice_groups_by_type_with_counts_examples_fix_status_and_link() -> None:
@@ -125,14 +125,19 @@ def test_a_notice_leads_with_new_issues_and_long_open_high_ones() -> None:
     issues = [
         _aged("persisting", firstSeen="2026-11-27T08:00:00", description="open three days"),
         _aged("persisting", firstSeen="2026-11-29T08:00:00", description="open one day"),
+        _aged("persisting", firstSeen="2026-11-01T08:00:00", description="old", severity="MEDIUM"),
+        _aged("persisting", firstSeen="2026-11-28T08:00:00", description="open two days"),
+        _aged("persisting", firstSeen="2026-11-28T08:00:01", description="a second short"),
         _aged("new", firstSeen="2026-11-30T08:00:00", description="just found"),
     ]
-    record = {"id": "r", "issuesFound": 3, "issues": issues, "completedAt": now}
+    record = {"id": "r", "issuesFound": len(issues), "issues": issues, "completedAt": now}
 
     lines = compose_notice(record).lines
 
     assert lines[1:3] == ("New since the previous run: 1", "  - MISSING_ACCESS: just found")
-    assert lines[3:5] == (
-        "HIGH issues open for 2 days or more: 1",
+    # Open two days exactly counts, a second less does not; a MEDIUM issue never does.
+    assert lines[3:6] == (
+        "HIGH issues open for 2 days or more: 2",
         "  - since 2026-11-27: open three days",
+        "  - since 2026-11-28: open two days",
     )

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from recon_pipeline.domain.policy import ManagedRoles
 from recon_pipeline.domain.preflight import (
     ADMINISTRATOR,
     MANAGE_ROLES,
     SEND_MESSAGES,
     VIEW_CHANNEL,
-    GuildRole,
     State,
     can_post,
     channel_permissions,
@@ -43,15 +44,19 @@ def test_overwrites_apply_everyone_then_roles_then_the_member() -> None:
     assert can_post(admin)
 
 
-def _roles(bot_position: int) -> list[GuildRole]:
-    return [
-        GuildRole(GUILD, "@everyone", 0, BASE),
-        GuildRole("11", "Squire", 1, 0),
-        GuildRole("12", "Knight", 2, 0),
-        GuildRole("13", "Lord", 3, 0),
-        GuildRole("14", "Debtor", 4, 0),
-        GuildRole(BOT_ROLE, "Recon Bot", bot_position, MANAGE_ROLES),
-    ]
+def _roles(bot_position: int) -> pd.DataFrame:
+    """As the Discord client's `guild_roles` gives them: id, name, position, permissions."""
+    return pd.DataFrame(
+        [
+            (GUILD, "@everyone", 0, BASE),
+            ("11", "Squire", 1, 0),
+            ("12", "Knight", 2, 0),
+            ("13", "Lord", 3, 0),
+            ("14", "Debtor", 4, 0),
+            (BOT_ROLE, "Recon Bot", bot_position, MANAGE_ROLES),
+        ],
+        columns=["id", "name", "position", "permissions"],
+    )
 
 
 def test_every_managed_role_at_or_above_the_bot_is_named() -> None:

@@ -147,7 +147,6 @@ def _confirmation(
             store,
             chain=run_tags.run_chain(context.instance, run),
             observed_at=min(taken),
-            with_issues=True,  # for each issue's age too
         )
     return Confirmation(required, run.run_id, previous, observed_at=min(taken))
 
@@ -171,8 +170,6 @@ def _drift_metadata(table: DriftTable) -> dict[str, object]:
         "high_severity": summary.by_severity.get("HIGH", 0),
         "data_anomalies": dg.MetadataValue.json(table.anomalies),
         "awaiting_confirmation": table.awaiting,
-        "new_issues": int((table.issues[IssueCol.ISSUE_STATUS] == "new").sum()),
-        "persisting_issues": int((table.issues[IssueCol.ISSUE_STATUS] == "persisting").sum()),
         "resolved_since_previous_run": table.resolved,
         "confirmed_against_run": table.issues.attrs.get(PREVIOUS_RUN) or "none",
         "exceptions_lapsed": dg.MetadataValue.json(table.lapsed),

@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from recon_pipeline.clients.access_exceptions import load_exceptions
-from recon_pipeline.clients.discord import DiscordError
+from recon_pipeline.clients.discord import DiscordClient, DiscordError
 from recon_pipeline.clients.fixing_lease import fixing_mark
 from recon_pipeline.clients.membership_db import load_members, load_teams
 from recon_pipeline.clients.stripe import StripeSnapshotError
@@ -33,7 +33,6 @@ from recon_pipeline.domain.preflight import (
     CheckLine,
     preflight_failure,
     role_management_problems,
-    roles_from_frame,
 )
 from recon_pipeline.domain.provenance import stamp_snapshot
 
@@ -110,24 +109,19 @@ class DiscordSnapshot:
 
 
 def read_discord(
-    discord: DiscordResource, policy: ReconciliationPolicyResource, *, fixing: bool
+    discord: DiscordResource, policy: ReconciliationPolicyResource, *, fixing: bool | None
 ) -> DiscordSnapshot:
     """Roles, the preflight, member roles and the managed role ids; a failure is a dg.Failure.
 
     A fixing run whose bot cannot manage a managed role stops at the preflight, before the
-    member list is read (docs/behaviour.md §14).
+    member list is read (docs/behaviour.md §14); a dry run reports it; `fixing=None` (a
+    verification, which changes nothing) skips it.
     """
     with discord.client() as client:
         try:
             roles = client.guild_roles()
             managed = resolve_managed_role_ids(roles, policy.managed_roles())
-            bot = str(client.current_user()["id"])
-            problems = role_management_problems(
-                roles_from_frame(roles),
-                set(client.member_role_ids(bot) or ()),
-                discord.guild_id,
-                policy.managed_roles(),
-            )
+            problems = [] if fixing is None else _preflight(client, roles, discord, policy)
             if problems and fixing:
                 raise dg.Failure(description=preflight_failure(problems), allow_retries=False)
             member_roles = client.guild_member_roles()
@@ -146,6 +140,17 @@ def read_discord(
             raise dg.Failure(
                 description=f"Discord snapshot incomplete, so no fix will be applied: {exc}"
             ) from None
+
+
+def _preflight(
+    client: DiscordClient,
+    roles: pd.DataFrame,
+    discord: DiscordResource,
+    policy: ReconciliationPolicyResource,
+) -> list[CheckLine]:
+    bot = str(client.current_user()["id"])
+    held = set(client.member_role_ids(bot) or ())
+    return role_management_problems(roles, held, discord.guild_id, policy.managed_roles())
 
 
 def membership_snapshot(
@@ -210,7 +215,7 @@ def discord_snapshot(
     stamp = snapshot_stamper(membership_db)
     now = read_discord(discord, policy, fixing=launched_auto_fix(context.run, policy.auto_fix))
     for line in now.preflight:  # a dry run reports it and goes on; a fixing run stopped above
-        context.log.warning(f"Preflight: {line.detail} (fix: {line.fix})")
+        context.log.warning(f"Preflight: {line}")
     stamp(now.roles)
     stamp(now.member_roles)
     if now.members_without_user:

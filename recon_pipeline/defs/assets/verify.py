@@ -117,7 +117,7 @@ def verification_report(
     parent_issues = _parent_issues(membership_db, config.parent_run_id)
     membership = read_membership(membership_db)
     subscriptions, _ = read_stripe(stripe)
-    now = read_discord(discord, policy, fixing=False)  # a verification changes nothing
+    now = read_discord(discord, policy, fixing=None)  # a verification changes nothing
     drift = find_drift_issues(
         membership.members,
         membership.teams,
