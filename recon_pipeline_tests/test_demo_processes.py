@@ -147,9 +147,16 @@ def _demo_runs(folder: Path) -> list[dg.DagsterRun]:
         return list(instance.get_runs())
 
 
-@pytest.mark.parametrize("moment", ["as the dry run starts", "while the dry run executes"])
-def test_sigterm_stops_the_demo_midway_with_nothing_left_running(
-    tmp_path: Path, moment: str
+@pytest.mark.parametrize(
+    ("signum", "moment"),
+    [
+        (signal.SIGTERM, "as the dry run starts"),
+        (signal.SIGTERM, "while the dry run executes"),
+        (signal.SIGINT, "while the dry run executes"),  # Ctrl-C
+    ],
+)
+def test_sigterm_or_ctrl_c_stops_the_demo_midway_with_nothing_left_running(
+    tmp_path: Path, signum: int, moment: str
 ) -> None:
     log = tmp_path / "demo.log"
     process = start([command("recon-pipeline"), "demo"], cwd=tmp_path, env=_environment(tmp_path),
@@ -163,7 +170,7 @@ def test_sigterm_stops_the_demo_midway_with_nothing_left_running(
         wait_for("the dry run to execute", executing, 120, every_s=0.05)
     below = descendants(process.pid)
 
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
 
     assert process.wait(timeout=10) == 130, log_tail(log)
     assert "Stopped." in log.read_text()

@@ -129,8 +129,7 @@ def _leading(issues: list[dict[str, Any]], now: Any, examples: int) -> list[str]
             and now - dt.datetime.fromisoformat(str(i["firstSeen"])) >= STALE_AFTER
         ]
         if old:
-            days = f"{STALE_DAYS} day" if STALE_DAYS == 1 else f"{STALE_DAYS} days"
-            lines.append(f"HIGH issues open for {days} or more: {len(old)}")
+            lines.append(f"HIGH issues open for {STALE_DAYS} days or more: {len(old)}")
             lines += _listed(
                 old, examples, lambda i: f"since {str(i['firstSeen'])[:10]}: {i.get('description')}"
             )

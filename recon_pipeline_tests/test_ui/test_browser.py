@@ -99,8 +99,6 @@ AGE_SERIES = ("new", "persisting")
 TOTAL_SERIES = (
     "dagster/row_count",
     "high_severity",
-    "new_issues",
-    "persisting_issues",
     "resolved_since_previous_run",
 )
 HIGH_SEVERITY = 5  # of EXPECTED_ISSUES (by_severity says "HIGH": 5)
@@ -791,8 +789,6 @@ def test_drift_issues_plots_show_each_days_counts(
     assert (ages["new"][today], ages["persisting"][today]) == (issues, 0), ages
     assert _plotted(page, "dagster/row_count") == [(day, issues) for day in days]
     assert _plotted(page, "high_severity") == [(day, HIGH_SEVERITY) for day in days]
-    assert dict(_plotted(page, "new_issues")) == ages["new"]
-    assert dict(_plotted(page, "persisting_issues")) == ages["persisting"]
 
     # The plots start under the Metadata section's toggles.
     page.get_by_text("Metadata", exact=True).evaluate("e => e.scrollIntoView({block: 'start'})")
